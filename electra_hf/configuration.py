@@ -1,0 +1,245 @@
+"""Configuration of the ELECTRA pre-training model (generator + discriminator + RTD settings).
+
+`ElectraPretrainingConfig` holds two ordinary `transformers.ElectraConfig`s — the
+discriminator's and the generator's — plus the replaced-token-detection hyper-parameters.
+Every default is the official one (google-research/electra, ELECTRA-Small), see
+`../shared/electra-reference.md` in the development tree or the paper (Clark et al., 2020).
+
+The generator is derived from the discriminator by `generator_size_ratio` (hidden size, FFN
+size and attention heads scaled, same depth, same embedding size so that embeddings can be
+shared) unless `generator_config` is given explicitly.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from transformers import AutoConfig, ElectraConfig, PreTrainedConfig
+
+OBJECTIVES = ("electra", "mlm")
+EMBEDDING_SHARING_MODES = ("all", "word", "none", "gdes")
+
+# The official sizes (paper Table 6 / official configure_pretraining.py) and small CPU presets.
+# Each entry: discriminator ElectraConfig fields, generator ratio, RTD fields.
+PRESETS: dict[str, dict[str, Any]] = {
+    # For tests and CPU demos: a few seconds per hundred steps on 2 cores.
+    "tiny": dict(
+        discriminator=dict(embedding_size=64, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=256),
+        generator_size_ratio=0.5,
+    ),
+    # Big enough to learn something real in an hour of CPU (issue 7's experiment size).
+    "mini": dict(
+        discriminator=dict(embedding_size=128, hidden_size=128, num_hidden_layers=4, num_attention_heads=2,
+                           intermediate_size=512),
+        generator_size_ratio=0.25,
+    ),
+    "small": dict(
+        discriminator=dict(embedding_size=128, hidden_size=256, num_hidden_layers=12, num_attention_heads=4,
+                           intermediate_size=1024),
+        generator_size_ratio=0.25,
+    ),
+    # The released ELECTRA-Small++: generator as wide as the discriminator, trained at length 512.
+    "small++": dict(
+        discriminator=dict(embedding_size=128, hidden_size=256, num_hidden_layers=12, num_attention_heads=4,
+                           intermediate_size=1024),
+        generator_size_ratio=1.0,
+        max_seq_length=512,
+    ),
+    "base": dict(
+        discriminator=dict(embedding_size=768, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                           intermediate_size=3072),
+        generator_size_ratio=1 / 3,
+        max_seq_length=512,
+    ),
+    "large": dict(
+        discriminator=dict(embedding_size=1024, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                           intermediate_size=4096),
+        generator_size_ratio=0.25,
+        mask_prob=0.25,
+        max_seq_length=512,
+    ),
+}
+
+
+def official_max_predictions(mask_prob: float, max_seq_length: int) -> int:
+    """N in the official masking rule: `int((mask_prob + 0.005) * max_seq_length)` (19 at 128, 79 at 512)."""
+    return int((mask_prob + 0.005) * max_seq_length)
+
+
+def derive_generator_config(discriminator_config: ElectraConfig, size_ratio: float) -> ElectraConfig:
+    """Scale the discriminator's width by `size_ratio` as the official code does.
+
+    Hidden size, FFN size and attention heads are multiplied by the ratio (heads at least 1);
+    depth, embedding size, vocabulary and position table are kept, so the two networks can share
+    embeddings (the generator projects them to its own width with `embeddings_project`).
+    """
+    if not 0 < size_ratio <= 1:
+        raise ValueError(f"generator_size_ratio must be in (0, 1], got {size_ratio}")
+    fields = copy.deepcopy(discriminator_config.to_dict())
+    for key in ("model_type", "transformers_version", "architectures", "_name_or_path"):
+        fields.pop(key, None)
+    hidden = max(1, int(round(discriminator_config.hidden_size * size_ratio)))
+    heads = max(1, int(round(discriminator_config.num_attention_heads * size_ratio)))
+    while hidden % heads:  # keep the head size an integer
+        heads -= 1
+    fields.update(
+        hidden_size=hidden,
+        num_attention_heads=heads,
+        intermediate_size=max(1, int(round(discriminator_config.intermediate_size * size_ratio))),
+    )
+    return ElectraConfig(**fields)
+
+
+class ElectraPretrainingConfig(PreTrainedConfig):
+    r"""Configuration of [`ElectraForRTDPretraining`].
+
+    Args:
+        discriminator_config (`ElectraConfig` or `dict`, *optional*):
+            The discriminator (the encoder kept after pre-training). Default: ELECTRA-Small.
+        generator_config (`ElectraConfig` or `dict`, *optional*):
+            The generator. Default: derived from the discriminator with `generator_size_ratio`.
+        generator_size_ratio (`float`, defaults to 0.25):
+            Generator width / discriminator width (official: 1/4 Small and Large, 1/3 Base).
+        objective (`str`, defaults to `"electra"`):
+            `"electra"`: replaced token detection (generator MLM + discriminator BCE).
+            `"mlm"`: a BERT-style masked LM of the discriminator's size on the same pipeline (the
+            equal-compute baseline of the paper); only `generator_config`-free, discriminator-sized.
+        embedding_sharing (`str`, defaults to `"all"`):
+            What the two networks share. `"all"` (official): word, position and token-type
+            embeddings and the embedding LayerNorm. `"word"`: word embeddings only. `"none"`.
+            `"gdes"`: DeBERTa-v3 gradient-disentangled sharing: the discriminator reads
+            stop-grad(shared word embeddings) + its own zero-initialised delta, so only the
+            generator loss moves the shared table (position/type embeddings and LayerNorm are
+            shared as in `"all"`).
+        mask_prob (`float`, defaults to 0.15): fraction of tokens selected for prediction (0.25 Large).
+        mask_token_prob (`float`, defaults to 0.85): of the selected, fraction replaced by [MASK].
+        random_token_prob (`float`, defaults to 0.0): of the selected, fraction replaced by a
+            random token (official ELECTRA: 0, BERT: 0.1). The rest keep the original token.
+        max_seq_length (`int`, defaults to 128): sequence length of the pre-training examples.
+        max_predictions_per_seq (`int`, *optional*):
+            N, the cap on selected positions per sequence. Default `int((mask_prob+0.005)*max_seq_length)`.
+        generator_loss_weight (`float`, defaults to 1.0)
+        discriminator_loss_weight (`float`, defaults to 50.0)
+        sampling_temperature (`float`, defaults to 1.0): Gumbel-max sampling temperature.
+        compute_metrics (`bool`, defaults to True): also return accuracies/precision/recall (cheap,
+            no host sync).
+    """
+
+    model_type = "electra_pretraining"
+    sub_configs_defaults = {"discriminator_config": ElectraConfig, "generator_config": ElectraConfig}
+
+    discriminator_config: dict | ElectraConfig | None = None
+    generator_config: dict | ElectraConfig | None = None
+    generator_size_ratio: float = 0.25
+    objective: str = "electra"
+    embedding_sharing: str = "all"
+    mask_prob: float = 0.15
+    mask_token_prob: float = 0.85
+    random_token_prob: float = 0.0
+    max_seq_length: int = 128
+    max_predictions_per_seq: int | None = None
+    generator_loss_weight: float = 1.0
+    discriminator_loss_weight: float = 50.0
+    sampling_temperature: float = 1.0
+    compute_metrics: bool = True
+    # transformers only applies `_tied_weights_keys` (our embedding sharing) when this is set.
+    tie_word_embeddings: bool = True
+
+    def __post_init__(self, **kwargs):
+        derive_generator = self.generator_config is None
+        if derive_generator:
+            self.generator_config = {}  # placeholder so the base class builds an ElectraConfig
+        super().__post_init__(**kwargs)
+        self._validate_fields()
+        if derive_generator:
+            self.generator_config = derive_generator_config(self.discriminator_config, self.generator_size_ratio)
+        if self.max_predictions_per_seq is None:
+            self.max_predictions_per_seq = official_max_predictions(self.mask_prob, self.max_seq_length)
+        self._validate_networks()
+
+    def _validate_fields(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.embedding_sharing not in EMBEDDING_SHARING_MODES:
+            raise ValueError(f"embedding_sharing must be one of {EMBEDDING_SHARING_MODES}, got {self.embedding_sharing!r}")
+        if not 0 < self.mask_prob < 1:
+            raise ValueError(f"mask_prob must be in (0, 1), got {self.mask_prob}")
+        for name in ("mask_token_prob", "random_token_prob"):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+        if self.mask_token_prob + self.random_token_prob > 1 + 1e-9:
+            raise ValueError(
+                f"mask_token_prob + random_token_prob must be <= 1 (the rest keeps the original token), got "
+                f"{self.mask_token_prob} + {self.random_token_prob}"
+            )
+        if self.max_seq_length < 3:
+            raise ValueError(f"max_seq_length must be >= 3 ([CLS] x [SEP]), got {self.max_seq_length}")
+        if self.max_predictions_per_seq is not None and not 1 <= self.max_predictions_per_seq <= self.max_seq_length:
+            raise ValueError(
+                f"max_predictions_per_seq must be in [1, max_seq_length={self.max_seq_length}], got "
+                f"{self.max_predictions_per_seq}"
+            )
+        for name in ("generator_loss_weight", "discriminator_loss_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.sampling_temperature <= 0:
+            raise ValueError(f"sampling_temperature must be > 0, got {self.sampling_temperature}")
+        if not 0 < self.generator_size_ratio <= 1:
+            raise ValueError(f"generator_size_ratio must be in (0, 1], got {self.generator_size_ratio}")
+
+    def _validate_networks(self) -> None:
+        disc, gen = self.discriminator_config, self.generator_config
+        if disc.max_position_embeddings < self.max_seq_length:
+            raise ValueError(
+                f"max_seq_length={self.max_seq_length} exceeds discriminator_config.max_position_embeddings="
+                f"{disc.max_position_embeddings}"
+            )
+        if disc.hidden_size % disc.num_attention_heads:
+            raise ValueError(
+                f"discriminator_config.hidden_size={disc.hidden_size} is not divisible by num_attention_heads="
+                f"{disc.num_attention_heads}"
+            )
+        if self.objective == "electra" and self.embedding_sharing != "none":
+            for name in ("vocab_size", "embedding_size", "max_position_embeddings", "type_vocab_size"):
+                if getattr(gen, name) != getattr(disc, name):
+                    raise ValueError(
+                        f"embedding_sharing={self.embedding_sharing!r} needs generator_config.{name} == "
+                        f"discriminator_config.{name} ({getattr(gen, name)} != {getattr(disc, name)})"
+                    )
+
+    @property
+    def vocab_size(self) -> int:
+        return self.discriminator_config.vocab_size
+
+    @classmethod
+    def from_preset(cls, name: str, vocab_size: int | None = None, **overrides: Any) -> "ElectraPretrainingConfig":
+        """Build a preset ("tiny", "mini", "small", "small++", "base", "large").
+
+        `overrides` may hold top-level fields (`mask_prob=...`) and discriminator fields
+        (`hidden_size=...`, `num_hidden_layers=...`); unknown names raise `ValueError`.
+        """
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        preset = copy.deepcopy(PRESETS[name])
+        discriminator_fields = preset.pop("discriminator")
+        if vocab_size is not None:
+            discriminator_fields["vocab_size"] = vocab_size
+        electra_fields = set(ElectraConfig.default_config_fields()) if hasattr(ElectraConfig, "default_config_fields") else set()
+        own_fields = set(cls.__dataclass_fields__)
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            if key in own_fields:
+                preset[key] = value
+            elif key in electra_fields or hasattr(ElectraConfig(), key):
+                discriminator_fields[key] = value
+            else:
+                raise ValueError(f"unknown configuration field {key!r} (neither a pre-training nor an ElectraConfig field)")
+        discriminator_fields.setdefault("max_position_embeddings", max(512, preset.get("max_seq_length", 128)))
+        return cls(discriminator_config=ElectraConfig(**discriminator_fields), **preset)
+
+
+AutoConfig.register(ElectraPretrainingConfig.model_type, ElectraPretrainingConfig)

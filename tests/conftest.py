@@ -1,0 +1,76 @@
+"""Shared tiny factories: a WordPiece tokenizer built in memory and tiny ELECTRA configs.
+
+Everything here is small enough for a 2-core CPU (vocab ~100, hidden 32-64, 2 layers).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from transformers import ElectraTokenizerFast  # noqa: E402
+
+from electra_hf.configuration import ElectraPretrainingConfig  # noqa: E402
+
+TINY_WORDS = (
+    "the a of and to in is was he she it that for on with as his her at by had from be this not but "
+    "cat dog sat mat house river tree old new little great man woman day night said time"
+).split()
+
+SAMPLE_SENTENCES = [
+    "the cat sat on the mat.",
+    "the old man said that the river was great.",
+    "she had a little house by the tree!",
+    "it was night, and the dog sat at the house.",
+    "he was not at the river that day.",
+    "this is a new time for the great old tree?",
+]
+
+
+def build_tiny_tokenizer() -> ElectraTokenizerFast:
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list(letters + ".,!?'") + ["##" + c for c in letters]
+    vocab += [word for word in TINY_WORDS if word not in vocab]
+    return ElectraTokenizerFast(vocab={token: index for index, token in enumerate(vocab)})
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer() -> ElectraTokenizerFast:
+    return build_tiny_tokenizer()
+
+
+def tiny_config(vocab_size: int = 96, **overrides) -> ElectraPretrainingConfig:
+    """A 2-layer, hidden-64 ELECTRA (generator hidden 32) for tests; overrides go to `from_preset`."""
+    overrides.setdefault("hidden_dropout_prob", 0.0)
+    overrides.setdefault("attention_probs_dropout_prob", 0.0)
+    return ElectraPretrainingConfig.from_preset("tiny", vocab_size=vocab_size, **overrides)
+
+
+@pytest.fixture
+def tiny_config_factory():
+    return tiny_config
+
+
+def tokenize_sentences(tokenizer, sentences=SAMPLE_SENTENCES, pairs=True) -> list[dict]:
+    """Examples in the pre-training layout: [CLS] A [SEP] B [SEP] (pairs of consecutive sentences)."""
+    if pairs:
+        firsts, seconds = sentences[0::2], sentences[1::2]
+        encoded = tokenizer(firsts, seconds)
+    else:
+        encoded = tokenizer(list(sentences))
+    return [
+        {"input_ids": ids, "token_type_ids": types}
+        for ids, types in zip(encoded["input_ids"], encoded["token_type_ids"])
+    ]
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_torch():
+    torch.manual_seed(0)
+    yield
