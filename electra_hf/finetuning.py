@@ -26,7 +26,6 @@ import logging
 import math
 import os
 import time
-import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -120,8 +119,9 @@ class FinetuningArguments:
     mixed_precision: str | None = field(
         default=None,
         metadata={"help": "no | fp16 | bf16. None: whatever `accelerate launch`/config says (default no). "
-                          "Avoid bf16 on CPUs without bf16 hardware (10-100× slower)."},
+                          "bf16 on a CPU without bf16 hardware (10-100× slower) is refused unless --allow_slow_bf16."},
     )
+    allow_slow_bf16: bool = field(default=False, metadata={"help": "Permit bf16 on a CPU without native bf16."})
     report_to: list[str] = field(
         default_factory=list, metadata={"help": "Trackers for accelerate (tensorboard, wandb, ...). Empty: none."})
     tracker_project_name: str = field(default="electra_hf_finetune", metadata={"help": "Project name for trackers."})
@@ -190,37 +190,25 @@ def resolve_learning_rate_and_layer_decay(args: FinetuningArguments, config: Any
 # --------------------------------------------------------------------------------------------
 # Building blocks
 # --------------------------------------------------------------------------------------------
-def _cpu_has_bf16() -> bool:
-    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
-        fn = getattr(torch.cpu, probe, None)
-        if fn is not None and fn():
-            return True
-    return False
-
-
 def make_accelerator(args: FinetuningArguments, **kwargs):
-    """An ``Accelerator`` for ``args`` (mixed precision, accumulation, trackers); checks that
-    requested trackers are installed (accelerate silently drops a missing tensorboard)."""
+    """An ``Accelerator`` for ``args`` (mixed precision, accumulation, trackers), after checking
+    that the requested trackers are installed (accelerate silently drops a missing tensorboard)
+    and that the precision suits the hardware (bf16 on a CPU without bf16 units is refused)."""
     from accelerate import Accelerator
 
-    for tracker in args.report_to:
-        module = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "comet_ml": "comet_ml",
-                  "aim": "aim", "clearml": "clearml", "dvclive": "dvclive"}.get(tracker)
-        if module and importlib.util.find_spec(module) is None and not (
-                tracker == "tensorboard" and importlib.util.find_spec("tensorboardX")):
-            raise ImportError(f"--report_to {tracker}: the package {module!r} is not installed "
-                              f"(pip install 'electra_hf[{tracker}]' or pip install {module}).")
-    accelerator = Accelerator(
+    from .training import check_mixed_precision, resolve_report_to
+
+    trackers = resolve_report_to(",".join(args.report_to) if args.report_to else "none")
+    use_cpu = not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true")
+    mixed_precision = args.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    check_mixed_precision(mixed_precision, use_cpu, getattr(args, "allow_slow_bf16", False))
+    return Accelerator(
         mixed_precision=args.mixed_precision,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
-        log_with=args.report_to or None,
+        log_with=trackers or None,
         project_dir=args.output_dir,
         **kwargs,
     )
-    if accelerator.mixed_precision == "bf16" and accelerator.device.type == "cpu" and not _cpu_has_bf16():
-        warnings.warn("bf16 on a CPU without bf16 hardware (no AVX512-BF16/AMX): expect 10-100× slower steps; "
-                      "use --mixed_precision no.")
-    return accelerator
 
 
 def make_collator(tokenizer, args: FinetuningArguments):

@@ -130,11 +130,11 @@ class NonFiniteGuard:
 
 def cpu_supports_bf16() -> bool:
     """Native bf16 matmul on this CPU (AVX512-BF16 or AMX); without it bf16 is emulated and very slow."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(flag in flags for flag in (" avx512_bf16", " amx_bf16"))
+    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+        supported = getattr(torch.cpu, probe, None)
+        if supported is not None and supported():
+            return True
+    return False
 
 
 def check_mixed_precision(mixed_precision: str, use_cpu: bool, allow_slow_bf16: bool = False) -> None:

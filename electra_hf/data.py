@@ -1,0 +1,1198 @@
+"""Pre-training data for ELECTRA: corpus reading, WordPiece tokenizer training, the official
+example builder, and an on-disk cache shared by processes and nodes.
+
+The flow (what a pre-training script calls, in order)::
+
+    args = PretrainingDataArguments(train_files=["corpus/*.txt.gz"])
+    raw = load_raw_datasets(args)                    # DatasetDict of *lines* (see below)
+    tokenizer = load_or_train_tokenizer(args, raw)   # AutoTokenizer or a freshly trained WordPiece
+    examples = build_pretraining_datasets(args, tokenizer, raw)
+    # examples["train"][i] == {"input_ids": [CLS] A [SEP] (B [SEP]), "token_type_ids": 0.. 1..}
+
+or ``tokenizer, examples = prepare_pretraining_data(args)`` for all three.
+
+The line format
+---------------
+Every source is normalised into one column ``text`` where each row is either one non-blank,
+whitespace-stripped line of a document, or ``""``, which ends a document. Every document ends
+with exactly one ``""`` (so the last row is ``""``) and there are no two ``""`` in a row.
+
+* Text files (plain or ``.gz``; anything that is not ``.json``/``.jsonl``/``.parquet``) are in
+  the official input format: one sentence (or line) per line, blank lines between documents.
+  The end of each file also ends a document, as the official ``build_pretraining_dataset.py``
+  flushes at the end of every input file.
+* JSON lines / JSON arrays / Parquet / Hub rows are one document each; newlines inside the text
+  separate the lines of that document, and blank lines inside a document are dropped (they do
+  *not* split it).
+
+Example building (faithful to google-research/electra ``build_pretraining_dataset.py``)
+---------------------------------------------------------------------------------------
+Lines are appended to the current example until it reaches its target length or the document
+ends; the example is split into segment A and (90% of the time) segment B at a sentence
+boundary, laid out as ``[CLS] A [SEP] B [SEP]``; after each example, with probability
+``short_seq_prob`` the next target length is drawn uniformly from [5, max_seq_length].
+Examples are *not* padded (the collator pads).
+
+Determinism and parallelism: the line rows are cut into fixed chunks of ``LINES_PER_CHUNK``
+lines (on a global grid: rows [0, K), [K, 2K), ...). Each chunk gets its own builder with an RNG
+seeded from ``(seed, first row of the chunk)`` and is flushed at its end, exactly like the end
+of an input file in the official code. So the result depends only on the data, the tokenizer,
+the settings and the seed -- not on ``preprocessing_num_workers`` -- and the non-streaming and
+streaming paths produce the same examples. The price: an example is cut where a chunk ends
+(about one shorter example per 10,000 lines; an example still never crosses a document
+boundary).
+
+Caching
+-------
+Both the line data set (for local files) and the built examples are stored under
+``cache_dir`` in directories named by a hash of everything that determines their content
+(file paths, sizes and mtimes; tokenizer; settings; seed; code version). A directory is built
+under a temporary name and renamed into place only when complete, under a file lock, so an
+interrupted preparation never leaves a cache that looks complete, and two processes (or
+nodes sharing the file system) preparing the same data build it once: the other waits and
+reuses it. A trained tokenizer is cached the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import gzip
+import hashlib
+import json
+import logging
+import os
+import random
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import datasets
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from datasets import Dataset, DatasetDict, Features, IterableDataset, IterableDatasetDict, Value
+from datasets import Sequence as SequenceFeature
+from datasets.utils import tqdm
+from filelock import FileLock, Timeout
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import AutoTokenizer, ElectraTokenizerFast, PreTrainedTokenizerBase
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "PretrainingDataArguments",
+    "load_raw_datasets",
+    "read_documents_as_lines",
+    "write_demo_corpus",
+    "train_wordpiece_tokenizer",
+    "load_or_train_tokenizer",
+    "ExampleBuilder",
+    "build_examples_from_lines",
+    "build_pretraining_datasets",
+    "prepare_pretraining_data",
+    "describe_examples",
+    "LINES_PER_CHUNK",
+    "SPECIAL_TOKENS",
+]
+
+#: [PAD] first so that its id is 0 (the collator and the embeddings' padding_idx rely on it).
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+#: Lines per builder chunk (see the module docstring). Part of every cache key.
+LINES_PER_CHUNK = 10_000
+
+#: Bump when the line format or the builder changes, so old caches are not reused.
+_RAW_FORMAT_VERSION = "lines-v1"
+_BUILDER_VERSION = "electra-examples-v1"
+_TOKENIZER_VERSION = "wordpiece-v1"
+
+_COMPLETE_MARKER = "_ELECTRA_HF_COMPLETE.json"
+_PROCESS_START = time.time()
+_READ_BLOCK_BYTES = 8 << 20  # text files are decoded in 8 MiB blocks (fast, exact line numbers)
+_ROWS_PER_ARROW_BATCH = 50_000
+
+# int32 (not int8/int16): safe as embedding indices if a user sets the torch format.
+EXAMPLE_FEATURES = Features(
+    {
+        "input_ids": SequenceFeature(Value("int32")),
+        "token_type_ids": SequenceFeature(Value("int32")),
+    }
+)
+
+_JSON_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
+_PARQUET_SUFFIXES = (".parquet",)
+
+
+# --------------------------------------------------------------------------------------------
+# Arguments
+# --------------------------------------------------------------------------------------------
+@dataclass
+class PretrainingDataArguments:
+    """Data arguments of ELECTRA pre-training (HfArgumentParser-compatible)."""
+
+    train_files: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Local training files or globs: .txt/.txt.gz (any other suffix is read as text: one "
+            "sentence per line, blank line between documents), .jsonl/.json (one document per row), "
+            ".parquet (one document per row)."
+        },
+    )
+    validation_files: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Local validation files or globs (same formats as --train_files)."},
+    )
+    dataset_name: Optional[str] = field(
+        default=None,
+        metadata={"help": "A data set for datasets.load_dataset (Hub id or local script/dir); rows are documents."},
+    )
+    dataset_config_name: Optional[str] = field(
+        default=None, metadata={"help": "The configuration name of --dataset_name."}
+    )
+    text_column: str = field(
+        default="text", metadata={"help": "Column holding the text in JSON/Parquet files and Hub data sets."}
+    )
+    blanks_separate_docs: bool = field(
+        default=True,
+        metadata={
+            "help": "Text files: blank lines separate documents (official default). If false, a whole text "
+            "file is one document."
+        },
+    )
+    streaming: bool = field(
+        default=False,
+        metadata={"help": "Read and build lazily (IterableDataset); nothing is cached. Needs validation data "
+        "given explicitly (or --validation_split_percentage 0)."},
+    )
+    validation_split_percentage: float = field(
+        default=1.0,
+        metadata={
+            "help": "When no validation files/split are given: percentage of the training lines held out as "
+            "the validation split, taken from the end and cut at a document boundary (0: no validation split)."
+        },
+    )
+    tokenizer_name_or_path: Optional[str] = field(
+        default=None,
+        metadata={"help": "Tokenizer to load with AutoTokenizer (local dir or Hub id). None: train a WordPiece "
+        "tokenizer on the training split (cached in --cache_dir)."},
+    )
+    vocab_size: int = field(
+        default=30522, metadata={"help": "Vocabulary size of a trained tokenizer (BERT/ELECTRA: 30522)."}
+    )
+    lowercase: bool = field(
+        default=True,
+        metadata={"help": "Trained tokenizer: lower-case and strip accents (uncased, as the official vocabulary)."},
+    )
+    tokenizer_min_frequency: int = field(
+        default=2, metadata={"help": "Trained tokenizer: minimum frequency of a merged word piece."}
+    )
+    tokenizer_train_max_lines: Optional[int] = field(
+        default=None,
+        metadata={"help": "Train the tokenizer on at most this many (non-blank) training lines. None: all."},
+    )
+    max_seq_length: int = field(
+        default=128, metadata={"help": "Maximum example length including [CLS]/[SEP] (Small: 128, Base/Large: 512)."}
+    )
+    short_seq_prob: float = field(
+        default=0.05,
+        metadata={"help": "Probability that the next example's target length is drawn from [5, max_seq_length]."},
+    )
+    single_segment_prob: float = field(
+        default=0.1, metadata={"help": "Probability that an example has only segment A ([CLS] A [SEP])."}
+    )
+    preprocessing_seed: int = field(
+        default=42, metadata={"help": "Seed of the example builder (results do not depend on the worker count)."}
+    )
+    preprocessing_num_workers: Optional[int] = field(
+        default=None, metadata={"help": "Processes for reading Hub data and building examples (None: 1)."}
+    )
+    cache_dir: Optional[str] = field(
+        default=None,
+        metadata={"help": "Where prepared data (lines, tokenizer, examples) is stored and reused; share it "
+        "between runs and nodes. None: $HF_DATASETS_CACHE/electra_hf."},
+    )
+    overwrite_cache: bool = field(
+        default=False,
+        metadata={"help": "Rebuild prepared data completed before this process started (other ranks of the "
+        "same launch then reuse the fresh one)."},
+    )
+    max_train_samples: Optional[int] = field(
+        default=None, metadata={"help": "Debugging: keep only the first N training examples."}
+    )
+    max_eval_samples: Optional[int] = field(
+        default=None, metadata={"help": "Debugging: keep only the first N validation examples."}
+    )
+
+    def __post_init__(self):
+        # HfArgumentParser passes lists; a user in Python may pass one string.
+        if isinstance(self.train_files, str):
+            self.train_files = [self.train_files]
+        if isinstance(self.validation_files, str):
+            self.validation_files = [self.validation_files]
+        if self.dataset_name and self.train_files:
+            raise ValueError("Give either --dataset_name or --train_files, not both.")
+        for name in ("short_seq_prob", "single_segment_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"--{name} must be in [0, 1], got {getattr(self, name)}.")
+        if not 0.0 <= self.validation_split_percentage < 100.0:
+            raise ValueError(
+                f"--validation_split_percentage must be in [0, 100), got {self.validation_split_percentage}."
+            )
+        if self.max_seq_length < 5:  # the official short-target draw is randint(5, max_seq_length)
+            raise ValueError(f"--max_seq_length must be at least 5, got {self.max_seq_length}.")
+        if self.vocab_size <= len(SPECIAL_TOKENS):
+            raise ValueError(f"--vocab_size must exceed {len(SPECIAL_TOKENS)}, got {self.vocab_size}.")
+        if self.preprocessing_num_workers is not None and self.preprocessing_num_workers < 1:
+            raise ValueError(f"--preprocessing_num_workers must be >= 1, got {self.preprocessing_num_workers}.")
+
+
+# --------------------------------------------------------------------------------------------
+# Small helpers: hashing, cache directories
+# --------------------------------------------------------------------------------------------
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:20]
+
+
+def _cache_root(args: PretrainingDataArguments) -> Path:
+    root = args.cache_dir or os.path.join(datasets.config.HF_DATASETS_CACHE, "electra_hf")
+    return Path(root).expanduser().resolve()
+
+
+@contextlib.contextmanager
+def _locked(path: Path, what: str):
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        logger.info("Waiting for another process preparing %s (lock %s)", what, path)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _cached_dir(
+    final: Path, build: Callable[[Path], dict], *, overwrite: bool = False, what: str = "data"
+) -> tuple[Path, dict, bool]:
+    """Return ``(final, info, built)``: ``final`` is built by ``build(tmp_dir) -> info`` unless complete.
+
+    Completeness is "the directory exists under its final name and holds the marker": the
+    build runs in ``.tmp-<name>-<pid>-<uuid>`` and is renamed into place (atomic on POSIX) only
+    after it returned. A file lock serialises builders of the same key (processes or nodes on a
+    shared file system); a process that waited finds the directory complete and reuses it.
+    Temporary directories left by a crashed build are removed by the next builder (it holds the
+    lock, so nobody else is writing them).
+    """
+    parent = final.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    marker = final / _COMPLETE_MARKER
+
+    def reusable() -> bool:
+        # --overwrite_cache rebuilds a cache completed before this process started, not one that
+        # another rank of the same launch has just built (every rank calls this).
+        return marker.is_file() and not (overwrite and marker.stat().st_mtime < _PROCESS_START)
+
+    if reusable():
+        return final, json.loads(marker.read_text()), False
+    with _locked(parent / f"{final.name}.lock", what):
+        if reusable():  # built by another process while we waited
+            logger.info("%s was prepared by another process; reusing %s", what, final)
+            return final, json.loads(marker.read_text()), False
+        for stale in list(parent.glob(f".tmp-{final.name}-*")) + list(parent.glob(f".old-{final.name}-*")):
+            logger.warning("Removing %s left by an interrupted preparation", stale)
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = parent / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        try:
+            info = build(tmp)
+            (tmp / _COMPLETE_MARKER).write_text(json.dumps(info, indent=2, sort_keys=True))
+            if final.exists():  # --overwrite_cache: move the old one aside (readers may still map it)
+                old = parent / f".old-{final.name}-{uuid.uuid4().hex[:8]}"
+                os.rename(final, old)
+                shutil.rmtree(old, ignore_errors=True)
+            os.rename(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return final, info, True
+
+
+# --------------------------------------------------------------------------------------------
+# Reading raw text into the line format
+# --------------------------------------------------------------------------------------------
+def _resolve_files(patterns: Sequence[str], flag: str) -> list[str]:
+    """Expand globs (sorted); raise FileNotFoundError naming the pattern/flag that matches nothing."""
+    files: list[str] = []
+    for pattern in patterns:
+        pattern = os.path.expanduser(pattern)
+        if os.path.isdir(pattern):
+            raise IsADirectoryError(f"{flag}: {pattern!r} is a directory; pass files or a glob such as '{pattern}/*.txt.gz'.")
+        if glob.has_magic(pattern):
+            matches = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
+            if not matches:
+                raise FileNotFoundError(f"{flag}: the pattern {pattern!r} matches no file.")
+            files.extend(matches)
+        elif os.path.isfile(pattern):
+            files.append(pattern)
+        else:
+            raise FileNotFoundError(f"{flag}: no such file: {pattern!r}.")
+    return [os.path.abspath(f) for f in files]
+
+
+def _file_kind(path: str) -> str:
+    lower = path.lower()
+    if lower.endswith(_JSON_SUFFIXES):
+        return "json"
+    if lower.endswith(_PARQUET_SUFFIXES):
+        return "parquet"
+    return "text"
+
+
+def _open_binary(path: str):
+    return gzip.open(path, "rb") if path.lower().endswith(".gz") else open(path, "rb")
+
+
+def _decode(data: bytes, path: str, first_line: int, first_offset: int) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = first_line + data.count(b"\n", 0, err.start) + 1
+        raise ValueError(
+            f"{path}: invalid UTF-8 at line {line} (byte offset {first_offset + err.start} of the "
+            f"{'decompressed ' if path.lower().endswith('.gz') else ''}file): {err.reason}"
+        ) from None
+
+
+def _iter_text_file_lines(path: str) -> Iterator[list[str]]:
+    """Yield the lines (without newline) of a text file in blocks, validating UTF-8 as it goes.
+
+    Decoding ~8 MiB blocks split at a newline is much faster than line by line and still lets
+    an error name the exact line and byte offset.
+    """
+    lines_before = 0
+    offset = 0
+    carry = b""
+    first = True
+    try:
+        with _open_binary(path) as handle:
+            while True:
+                block = handle.read(_READ_BLOCK_BYTES)
+                if first:
+                    first = False
+                    if block.startswith(b"\xef\xbb\xbf"):  # UTF-8 BOM
+                        block, offset = block[3:], 3
+                if not block:
+                    break
+                data = carry + block
+                cut = data.rfind(b"\n") + 1
+                if cut == 0:  # no newline in this block yet: one very long line, keep reading
+                    carry = data
+                    continue
+                lines = _decode(data[:cut], path, lines_before, offset).split("\n")
+                lines.pop()  # "" after the final newline
+                carry = data[cut:]
+                yield lines
+                lines_before += len(lines)
+                offset += cut
+            if carry:
+                yield [_decode(carry, path, lines_before, offset)]
+    except (gzip.BadGzipFile, EOFError, OSError) as err:
+        if isinstance(err, (FileNotFoundError, PermissionError, IsADirectoryError)):
+            raise
+        raise ValueError(f"{path}: cannot read the file ({type(err).__name__}: {err})") from err
+
+
+def _iter_json_documents(path: str, text_column: str) -> Iterator[str]:
+    """Yield the text field of each row of a JSON-lines file (or a JSON array of objects)."""
+    with _open_binary(path) as handle:
+        head = handle.read(4096).lstrip()
+    if head.startswith(b"\xef\xbb\xbf"):
+        head = head[3:].lstrip()
+    if head.startswith(b"["):  # a JSON array
+        with _open_binary(path) as handle:
+            data = handle.read()
+        try:
+            rows = json.loads(_decode(data, path, 0, 0).lstrip("\ufeff"))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: invalid JSON at line {err.lineno} column {err.colno}: {err.msg}") from None
+        for i, row in enumerate(rows):
+            yield _json_text(row, path, f"element {i}", text_column)
+        return
+    with _open_binary(path) as handle:
+        offset = 0
+        for lineno, raw in enumerate(handle, 1):
+            line = _decode(raw, path, lineno - 1, offset).lstrip("\ufeff").strip()
+            offset += len(raw)
+            if not line:
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}: line {lineno}: invalid JSON ({err.msg} at column {err.colno})") from None
+            yield _json_text(row, path, f"line {lineno}", text_column)
+
+
+def _json_text(row: Any, path: str, where: str, text_column: str) -> str:
+    if not isinstance(row, dict):
+        raise ValueError(f"{path}: {where}: expected a JSON object with a {text_column!r} field, got {type(row).__name__}.")
+    if text_column not in row:
+        raise ValueError(
+            f"{path}: {where}: no {text_column!r} field (fields: {sorted(row)}); set --text_column."
+        )
+    text = row[text_column]
+    if not isinstance(text, str):
+        raise ValueError(f"{path}: {where}: field {text_column!r} is {type(text).__name__}, not a string.")
+    return text
+
+
+def _iter_parquet_documents(path: str, text_column: str) -> Iterator[str]:
+    try:
+        parquet = pq.ParquetFile(path)
+    except Exception as err:  # pyarrow raises several types for a bad file
+        raise ValueError(f"{path}: cannot read as Parquet ({type(err).__name__}: {err})") from err
+    schema = parquet.schema_arrow
+    if text_column not in schema.names:
+        raise ValueError(f"{path}: no column {text_column!r} (columns: {schema.names}); set --text_column.")
+    column_type = schema.field(text_column).type
+    if not (pa.types.is_string(column_type) or pa.types.is_large_string(column_type)):
+        raise ValueError(f"{path}: column {text_column!r} has type {column_type}, not string.")
+    row = 0
+    for batch in parquet.iter_batches(batch_size=1000, columns=[text_column]):
+        for text in batch.column(0).to_pylist():
+            if text is None:
+                raise ValueError(f"{path}: row {row}: column {text_column!r} is null.")
+            row += 1
+            yield text
+
+
+def _document_lines(text: str) -> list[str]:
+    """Lines of one document: stripped, blank ones dropped (they do not split the document)."""
+    return [s for s in (line.strip() for line in text.split("\n")) if s]
+
+
+def read_documents_as_lines(
+    path: str, text_column: str = "text", blanks_separate_docs: bool = True
+) -> Iterator[list[str]]:
+    """Read one local file and yield batches of rows in the line format (see the module docstring).
+
+    Raises ``ValueError`` naming the file for an empty file (or one with no text), invalid
+    UTF-8 (with line and byte offset), invalid JSON/Parquet, or a missing ``text_column``.
+    """
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"{path}: the file is empty.")
+    kind = _file_kind(path)
+    n_text = 0
+    if kind == "text":
+        previous_blank = True  # no "" before the first line of text
+        for lines in _iter_text_file_lines(path):
+            out = []
+            for line in lines:
+                line = line.strip()
+                if line:
+                    out.append(line)
+                    previous_blank = False
+                elif blanks_separate_docs and not previous_blank:
+                    out.append("")
+                    previous_blank = True
+            n_text += len(out)
+            if out:
+                yield out
+        if not previous_blank:  # the end of a file ends a document (official: flush per file)
+            yield [""]
+    else:
+        documents = _iter_json_documents(path, text_column) if kind == "json" else _iter_parquet_documents(path, text_column)
+        out = []
+        for text in documents:
+            lines = _document_lines(text)
+            if lines:
+                out.extend(lines)
+                out.append("")
+                n_text += len(lines)
+            if len(out) >= _ROWS_PER_ARROW_BATCH:
+                yield out
+                out = []
+        if out:
+            yield out
+    if n_text == 0:
+        raise ValueError(f"{path}: the file contains no text.")
+
+
+def _write_lines_arrow(files: Sequence[str], out_path: Path, args: PretrainingDataArguments, desc: str) -> dict:
+    schema = pa.schema([("text", pa.string())])
+    rows = documents = 0
+    with pa.OSFile(str(out_path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+        for path in tqdm(files, desc=desc, unit="file"):
+            for batch in read_documents_as_lines(path, args.text_column, args.blanks_separate_docs):
+                writer.write_batch(pa.record_batch([pa.array(batch, type=pa.string())], schema=schema))
+                rows += len(batch)
+                documents += batch.count("")
+    return {"rows": rows, "documents": documents}
+
+
+def _documents_to_lines_batch(batch: dict, text_column: str) -> dict:
+    out: list[str] = []
+    for text in batch[text_column]:
+        if text is None:
+            continue
+        lines = _document_lines(text)
+        if lines:
+            out.extend(lines)
+            out.append("")
+    return {"text": out}
+
+
+def _iter_lines_examples(files: list[str], text_column: str, blanks_separate_docs: bool):
+    for path in files:
+        for batch in read_documents_as_lines(path, text_column, blanks_separate_docs):
+            for line in batch:
+                yield {"text": line}
+
+
+def _carve_validation(lines: Dataset, percentage: float, key: str) -> tuple[Dataset, Dataset]:
+    """Split the line data set into (train, validation): validation is about the last
+    ``percentage`` percent of the rows, from the document boundary nearest to that cut (no
+    document is in both; at least the last document is held out)."""
+    n = len(lines)
+    boundaries = pc.indices_nonzero(pc.equal(lines.with_format("arrow")[:]["text"], "")).to_numpy()
+    inner = boundaries[:-1]  # the last boundary is the end of the data
+    if len(inner) == 0:
+        raise ValueError(
+            "Cannot carve a validation split: the training data is a single document. Pass "
+            "--validation_files or --validation_split_percentage 0."
+        )
+    # the document boundary nearest to the requested cut (rows up to it are training data)
+    cut = n * (1.0 - percentage / 100.0) - 1
+    last_train_row = int(inner[np.argmin(np.abs(inner - cut))])
+    train = lines.select(range(0, last_train_row + 1), new_fingerprint=f"{key}-train-{last_train_row}")
+    validation = lines.select(range(last_train_row + 1, n), new_fingerprint=f"{key}-val-{last_train_row}")
+    return train, validation
+
+
+def load_raw_datasets(args: PretrainingDataArguments) -> Union[DatasetDict, IterableDatasetDict]:
+    """Read the corpus into ``{"train", "validation"}`` splits of rows in the line format.
+
+    Returns a ``DatasetDict`` (memory-mapped, cached under ``cache_dir`` for local files) or,
+    with ``streaming``, an ``IterableDatasetDict`` (nothing cached). Column: ``text`` (str).
+    ``validation`` is absent only when ``validation_split_percentage`` is 0 and no validation
+    data was given. Local files are validated while read (see ``read_documents_as_lines``).
+    """
+    if not args.train_files and not args.dataset_name:
+        raise ValueError(
+            "No training data: pass --train_files or --dataset_name (write_demo_corpus() gives a small corpus)."
+        )
+    if args.dataset_name:
+        raw = _load_hub_lines(args)
+    else:
+        train_files = _resolve_files(args.train_files, "--train_files")
+        validation_files = _resolve_files(args.validation_files, "--validation_files") if args.validation_files else []
+        if args.streaming:
+            raw = IterableDatasetDict()
+            for split, files in (("train", train_files), ("validation", validation_files)):
+                if files:
+                    raw[split] = IterableDataset.from_generator(
+                        _iter_lines_examples,
+                        gen_kwargs={"files": files, "text_column": args.text_column,
+                                    "blanks_separate_docs": args.blanks_separate_docs},
+                        features=Features({"text": Value("string")}),
+                    )
+        else:
+            raw = _load_local_lines(args, train_files, validation_files)
+    if "validation" not in raw and args.validation_split_percentage > 0:
+        if args.streaming:
+            raise ValueError(
+                "--streaming cannot carve a validation split from the training stream: pass --validation_files "
+                "(or a --dataset_name with a 'validation' split), or --validation_split_percentage 0."
+            )
+        key = raw["train"]._fingerprint
+        raw["train"], raw["validation"] = _carve_validation(raw["train"], args.validation_split_percentage, key)
+    return raw
+
+
+def _load_local_lines(args: PretrainingDataArguments, train_files: list[str], validation_files: list[str]) -> DatasetDict:
+    def stat(files):
+        return [(f, os.path.getsize(f), os.stat(f).st_mtime_ns) for f in files]
+
+    key = _hash(
+        {
+            "version": _RAW_FORMAT_VERSION,
+            "train": stat(train_files),
+            "validation": stat(validation_files),
+            "text_column": args.text_column,
+            "blanks_separate_docs": args.blanks_separate_docs,
+        }
+    )
+
+    def build(tmp: Path) -> dict:
+        info = {"train_files": train_files, "validation_files": validation_files}
+        info["train"] = _write_lines_arrow(train_files, tmp / "train.arrow", args, "Reading training files")
+        if validation_files:
+            info["validation"] = _write_lines_arrow(validation_files, tmp / "validation.arrow", args, "Reading validation files")
+        return info
+
+    final, info, built = _cached_dir(_cache_root(args) / f"lines-{key}", build, overwrite=args.overwrite_cache, what="Corpus lines")
+    if not built:
+        logger.info("Reusing corpus lines from %s", final)
+    raw = DatasetDict()
+    for split in ("train", "validation"):
+        if (final / f"{split}.arrow").exists():
+            lines = Dataset.from_file(str(final / f"{split}.arrow"))
+            raw[split] = lines.select(range(len(lines)), new_fingerprint=f"{key}-{split}")
+            logger.info("%s: %d lines, %d documents", split, info[split]["rows"] - info[split]["documents"], info[split]["documents"])
+    return raw
+
+
+def _load_hub_lines(args: PretrainingDataArguments) -> Union[DatasetDict, IterableDatasetDict]:
+    loaded = datasets.load_dataset(args.dataset_name, args.dataset_config_name, streaming=args.streaming)
+    if "train" not in loaded:
+        raise ValueError(f"--dataset_name {args.dataset_name}: no 'train' split (splits: {list(loaded)}).")
+    out = IterableDatasetDict() if args.streaming else DatasetDict()
+    for split in ("train", "validation"):
+        if split not in loaded:
+            continue
+        ds = loaded[split]
+        columns = ds.column_names
+        if columns is not None and args.text_column not in columns:
+            raise ValueError(
+                f"--dataset_name {args.dataset_name} ({split}): no column {args.text_column!r} "
+                f"(columns: {columns}); set --text_column."
+            )
+        kwargs = dict(batched=True, remove_columns=[args.text_column], fn_kwargs={"text_column": args.text_column})
+        if not args.streaming:
+            kwargs.update(num_proc=args.preprocessing_num_workers, desc=f"Documents to lines ({split})")
+        # only the text column goes in (a streamed split may not know its columns beforehand)
+        out[split] = ds.select_columns([args.text_column]).map(_documents_to_lines_batch, **kwargs)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Demo corpus
+# --------------------------------------------------------------------------------------------
+def write_demo_corpus(out_dir: Union[str, os.PathLike], num_files: int = 1) -> list[str]:
+    """Write Python's ``pydoc_data.topics.topics`` (~79 help topics, ~465k characters) as text
+    files in the official format and return their paths.
+
+    Each topic is one document: its non-blank lines as they are (right-stripped), inner blank
+    lines dropped so they do not split it, topics separated by one blank line, in sorted topic
+    order, spread contiguously over ``num_files`` files (``pydoc_topics_NN.txt``). A file whose
+    content is already right is not rewritten (its mtime, hence the data cache key, stays).
+    """
+    from pydoc_data.topics import topics
+
+    if num_files < 1:
+        raise ValueError(f"num_files must be >= 1, got {num_files}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    documents = []
+    for name in sorted(topics):
+        lines = [line.rstrip() for line in topics[name].splitlines() if line.strip()]
+        if lines:
+            documents.append("\n".join(lines) + "\n")
+    per_file = -(-len(documents) // num_files)
+    paths = []
+    for i in range(num_files):
+        content = "\n".join(documents[i * per_file:(i + 1) * per_file]).encode("utf-8")
+        path = out_dir / f"pydoc_topics_{i:02d}.txt"
+        if not (path.is_file() and path.read_bytes() == content):
+            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+            tmp.write_bytes(content)
+            os.replace(tmp, path)
+        paths.append(str(path))
+    return paths
+
+
+# --------------------------------------------------------------------------------------------
+# Tokenizer
+# --------------------------------------------------------------------------------------------
+def train_wordpiece_tokenizer(
+    texts: Iterable[Union[str, list[str]]],
+    vocab_size: int = 30522,
+    lowercase: bool = True,
+    min_frequency: int = 2,
+    limit_alphabet: int = 1000,
+    model_max_length: int = 512,
+    show_progress: bool = True,
+    length: Optional[int] = None,
+) -> ElectraTokenizerFast:
+    """Train a BERT-style WordPiece tokenizer with the ``tokenizers`` library.
+
+    ``texts``: strings, or lists of strings (batches; faster). BERT normaliser (lower-case and
+    accent stripping iff ``lowercase``), BertPreTokenizer, ``##`` word pieces,
+    ``[CLS] A [SEP] B [SEP]`` post-processor (token types 0/1), WordPiece decoder. Special
+    tokens ``[PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4``. ``length``: number of items in
+    ``texts`` (progress bar only). Returns an ``ElectraTokenizerFast`` that round-trips through
+    ``save_pretrained`` / ``AutoTokenizer.from_pretrained`` with no custom code.
+    """
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]", continuing_subword_prefix="##"))
+    tokenizer.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=lowercase, lowercase=lowercase
+    )
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=SPECIAL_TOKENS,
+        limit_alphabet=limit_alphabet,
+        continuing_subword_prefix="##",
+        show_progress=show_progress,
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer, length=length)
+    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS]:0 $A:0 [SEP]:0",
+        pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    tokenizer.decoder = decoders.WordPiece(prefix="##")
+    return ElectraTokenizerFast(
+        tokenizer_object=tokenizer,
+        do_lower_case=lowercase,
+        strip_accents=lowercase,
+        model_max_length=model_max_length,
+        unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]", mask_token="[MASK]",
+    )
+
+
+def _check_tokenizer(tokenizer: PreTrainedTokenizerBase, source: str) -> None:
+    if not getattr(tokenizer, "is_fast", False) or not hasattr(tokenizer, "backend_tokenizer"):
+        raise ValueError(f"Tokenizer {source}: a fast (tokenizers-backed) tokenizer is required.")
+    missing = []
+    for name in ("cls_token", "sep_token", "mask_token", "pad_token"):
+        token = getattr(tokenizer, name, None)
+        if token is None or tokenizer.convert_tokens_to_ids(str(token)) in (None, tokenizer.unk_token_id):
+            missing.append(name)
+    if missing:
+        raise ValueError(
+            f"Tokenizer {source} lacks {', '.join(missing)} (ELECTRA needs [CLS], [SEP], [MASK] and [PAD])."
+        )
+
+
+def _iter_training_texts(train: Union[Dataset, IterableDataset], max_lines: Optional[int]) -> Iterator[list[str]]:
+    seen = 0
+    for batch in train.select_columns(["text"]).iter(batch_size=10_000):
+        lines = [t for t in batch["text"] if t]
+        if max_lines is not None:
+            lines = lines[: max_lines - seen]
+        seen += len(lines)
+        if lines:
+            yield lines
+        if max_lines is not None and seen >= max_lines:
+            return
+
+
+def load_or_train_tokenizer(
+    args: PretrainingDataArguments, raw_datasets: Union[DatasetDict, IterableDatasetDict, None] = None
+) -> PreTrainedTokenizerBase:
+    """``tokenizer_name_or_path`` given: ``AutoTokenizer.from_pretrained`` it. Otherwise train a
+    WordPiece tokenizer (``vocab_size``, ``lowercase``, ``tokenizer_min_frequency``) on the train
+    split of ``raw_datasets`` (at most ``tokenizer_train_max_lines`` lines), cached under
+    ``cache_dir`` (keyed by the train split's fingerprint; a streamed split is not cached).
+    Raises ValueError if the tokenizer is not fast or lacks [CLS]/[SEP]/[MASK]/[PAD].
+    """
+    if args.tokenizer_name_or_path:
+        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_name_or_path)
+        _check_tokenizer(tokenizer, repr(args.tokenizer_name_or_path))
+        return tokenizer
+    if raw_datasets is None or "train" not in raw_datasets:
+        raise ValueError("No --tokenizer_name_or_path and no training split to train a tokenizer on.")
+    train = raw_datasets["train"]
+    n_rows = len(train) if isinstance(train, Dataset) else None
+    batches = -(-min(n_rows, args.tokenizer_train_max_lines or n_rows) // 10_000) if n_rows else None
+
+    def train_it() -> ElectraTokenizerFast:
+        logger.info("Training a WordPiece tokenizer (vocab %d, lowercase=%s)", args.vocab_size, args.lowercase)
+        start = time.perf_counter()
+        tokenizer = train_wordpiece_tokenizer(
+            _iter_training_texts(train, args.tokenizer_train_max_lines),
+            vocab_size=args.vocab_size, lowercase=args.lowercase, min_frequency=args.tokenizer_min_frequency,
+            show_progress=not datasets.utils.are_progress_bars_disabled(), length=batches,
+        )
+        logger.info("Trained the tokenizer in %.1f s (%d tokens)", time.perf_counter() - start, len(tokenizer))
+        return tokenizer
+
+    if not isinstance(train, Dataset):
+        tokenizer = train_it()
+    else:
+        key = _hash({
+            "version": _TOKENIZER_VERSION, "train": train._fingerprint, "vocab_size": args.vocab_size,
+            "lowercase": args.lowercase, "min_frequency": args.tokenizer_min_frequency,
+            "max_lines": args.tokenizer_train_max_lines,
+        })
+
+        def build(tmp: Path) -> dict:
+            train_it().save_pretrained(str(tmp))
+            return {"train_fingerprint": train._fingerprint}
+
+        final, _, built = _cached_dir(_cache_root(args) / f"tokenizer-{key}", build,
+                                      overwrite=args.overwrite_cache, what="Tokenizer")
+        if not built:
+            logger.info("Reusing the tokenizer trained earlier: %s", final)
+        tokenizer = AutoTokenizer.from_pretrained(str(final))
+    _check_tokenizer(tokenizer, "(trained)")
+    return tokenizer
+
+
+def _plain_backend(tokenizer: Union[PreTrainedTokenizerBase, Tokenizer]) -> Tokenizer:
+    """A copy of the backend tokenizer with truncation and padding off (a tokenizer.json may
+    carry either; both would change the ids of a line)."""
+    backend = tokenizer if isinstance(tokenizer, Tokenizer) else tokenizer.backend_tokenizer
+    backend = Tokenizer.from_str(backend.to_str())
+    backend.no_truncation()
+    backend.no_padding()
+    return backend
+
+
+def _tokenizer_fingerprint(backend: Tokenizer) -> str:
+    """Hash of what decides a line's ids (normaliser, pre-tokenizer, model, added tokens); the
+    decoder and post-processor do not matter here, so e.g. a reloaded copy of a tokenizer whose
+    post-processor was rebuilt still finds the cache."""
+    spec = json.loads(backend.to_str())
+    relevant = {k: spec.get(k) for k in ("added_tokens", "normalizer", "pre_tokenizer", "model")}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# The official example builder
+# --------------------------------------------------------------------------------------------
+class ExampleBuilder:
+    """Port of ``ExampleBuilder`` from google-research/electra ``build_pretraining_dataset.py``,
+    on token ids (lines are tokenised in batches beforehand).
+
+    ``add_line(ids)`` takes a line's WordPiece ids (no special tokens), or ``None`` for a blank
+    line (a document boundary); it returns a finished example ``(input_ids, token_type_ids)``
+    or ``None``. ``flush()`` ends the current document (the official code does so at the end of
+    each file). RNG calls are the official ones in the official order, from ``rng``.
+    """
+
+    def __init__(
+        self,
+        max_length: int,
+        cls_token_id: int,
+        sep_token_id: int,
+        rng: random.Random,
+        short_seq_prob: float = 0.05,
+        single_segment_prob: float = 0.1,
+    ):
+        self._max_length = max_length
+        self._target_length = max_length
+        self._cls = cls_token_id
+        self._sep = sep_token_id
+        self._rng = rng
+        self._short_seq_prob = short_seq_prob
+        self._single_segment_prob = single_segment_prob
+        self._current_sentences: list[list[int]] = []
+        self._current_length = 0
+
+    def add_line(self, token_ids: Optional[list[int]]):
+        if token_ids is None:  # empty lines separate docs
+            return self._create_example() if self._current_length != 0 else None
+        # (The official code also appends lines that tokenise to nothing; they never change
+        # an example nor consume randomness, so they are skipped.)
+        if token_ids:
+            self._current_sentences.append(token_ids)
+            self._current_length += len(token_ids)
+            if self._current_length >= self._target_length:
+                return self._create_example()
+        return None
+
+    def flush(self):
+        return self.add_line(None)
+
+    def _create_example(self) -> tuple[list[int], list[int]]:
+        rng = self._rng
+        # small chance to only have one segment as in classification tasks
+        if rng.random() < self._single_segment_prob:
+            first_segment_target_length = 100000
+        else:
+            # -3 due to not yet having [CLS]/[SEP] tokens in the input text
+            first_segment_target_length = (self._target_length - 3) // 2
+
+        first_segment: list[int] = []
+        second_segment: list[int] = []
+        for sentence in self._current_sentences:
+            # the sentence goes to the first segment if (1) the first segment is empty, (2) the
+            # sentence doesn't put the first segment over length or (3) 50% of the time when it does
+            if (
+                len(first_segment) == 0
+                or len(first_segment) + len(sentence) < first_segment_target_length
+                or (
+                    len(second_segment) == 0
+                    and len(first_segment) < first_segment_target_length
+                    and rng.random() < 0.5
+                )
+            ):
+                first_segment += sentence
+            else:
+                second_segment += sentence
+
+        # trim to max_length while accounting for not-yet-added [CLS]/[SEP] tokens
+        first_segment = first_segment[: self._max_length - 2]
+        second_segment = second_segment[: max(0, self._max_length - len(first_segment) - 3)]
+
+        # prepare to start building the next example
+        self._current_sentences = []
+        self._current_length = 0
+        # small chance for random-length instead of max_length-length example
+        if rng.random() < self._short_seq_prob:
+            self._target_length = rng.randint(5, self._max_length)
+        else:
+            self._target_length = self._max_length
+
+        input_ids = [self._cls] + first_segment + [self._sep]
+        token_type_ids = [0] * len(input_ids)
+        if second_segment:
+            input_ids += second_segment + [self._sep]
+            token_type_ids += [1] * (len(second_segment) + 1)
+        return input_ids, token_type_ids
+
+
+def build_examples_from_lines(
+    lines: Sequence[str],
+    tokenizer: Union[PreTrainedTokenizerBase, Tokenizer],
+    *,
+    max_seq_length: int = 128,
+    short_seq_prob: float = 0.05,
+    single_segment_prob: float = 0.1,
+    rng: Optional[random.Random] = None,
+    cls_token_id: Optional[int] = None,
+    sep_token_id: Optional[int] = None,
+) -> dict[str, list[list[int]]]:
+    """Build examples from consecutive lines (blank line = document boundary; the end of
+    ``lines`` ends the last document). Lines are tokenised in one batch (no special tokens).
+
+    Returns ``{"input_ids": [...], "token_type_ids": [...]}``, one unpadded list per example.
+    ``tokenizer`` is a fast HF tokenizer or a ``tokenizers.Tokenizer``; with the latter pass
+    ``cls_token_id``/``sep_token_id`` (else looked up as "[CLS]"/"[SEP]").
+    """
+    if isinstance(tokenizer, Tokenizer):
+        backend = tokenizer
+        cls_token_id = cls_token_id if cls_token_id is not None else backend.token_to_id("[CLS]")
+        sep_token_id = sep_token_id if sep_token_id is not None else backend.token_to_id("[SEP]")
+    else:
+        backend = _plain_backend(tokenizer)
+        cls_token_id = cls_token_id if cls_token_id is not None else tokenizer.cls_token_id
+        sep_token_id = sep_token_id if sep_token_id is not None else tokenizer.sep_token_id
+    if cls_token_id is None or sep_token_id is None:
+        raise ValueError("The tokenizer has no [CLS]/[SEP] token ids.")
+    stripped = [line.strip().replace("\n", " ") for line in lines]
+    texts = [line for line in stripped if line]
+    encodings = backend.encode_batch_fast(texts, add_special_tokens=False) if texts else []
+    builder = ExampleBuilder(
+        max_seq_length, cls_token_id, sep_token_id, rng if rng is not None else random.Random(),
+        short_seq_prob=short_seq_prob, single_segment_prob=single_segment_prob,
+    )
+    all_ids: list[list[int]] = []
+    all_types: list[list[int]] = []
+    enc = iter(encodings)
+    for line in stripped:
+        example = builder.add_line(next(enc).ids if line else None)
+        if example is not None:
+            all_ids.append(example[0])
+            all_types.append(example[1])
+    example = builder.flush()
+    if example is not None:
+        all_ids.append(example[0])
+        all_types.append(example[1])
+    return {"input_ids": all_ids, "token_type_ids": all_types}
+
+
+@dataclass(frozen=True)
+class _BuildSettings:
+    max_seq_length: int
+    short_seq_prob: float
+    single_segment_prob: float
+    seed: int
+    cls_token_id: int
+    sep_token_id: int
+    lines_per_chunk: int
+
+
+def _chunk_rng(seed: int, chunk_start: int) -> random.Random:
+    # A str seed is hashed with SHA-512 by random.Random: stable across runs and platforms.
+    return random.Random(f"electra-examples:{seed}:{chunk_start}")
+
+
+def _build_chunk(lines: Sequence[str], chunk_start: int, backend: Tokenizer, settings: _BuildSettings) -> dict:
+    return build_examples_from_lines(
+        lines, backend,
+        max_seq_length=settings.max_seq_length, short_seq_prob=settings.short_seq_prob,
+        single_segment_prob=settings.single_segment_prob, rng=_chunk_rng(settings.seed, chunk_start),
+        cls_token_id=settings.cls_token_id, sep_token_id=settings.sep_token_id,
+    )
+
+
+def _build_chunks_batch(batch: dict, lines: Dataset, backend: Tokenizer, settings: _BuildSettings) -> dict:
+    """datasets.map function over the chunk index: reads each chunk's lines and builds it."""
+    out: dict[str, list] = {"input_ids": [], "token_type_ids": []}
+    for start in batch["chunk_start"]:
+        chunk = lines[start:start + settings.lines_per_chunk]["text"]
+        built = _build_chunk(chunk, start, backend, settings)
+        out["input_ids"].extend(built["input_ids"])
+        out["token_type_ids"].extend(built["token_type_ids"])
+    return out
+
+
+def _build_streaming_batch(batch: dict, indices: list[int], backend: Tokenizer, settings: _BuildSettings) -> dict:
+    return _build_chunk(batch["text"], indices[0], backend, settings)
+
+
+def _build_examples(
+    lines: Dataset, backend: Tokenizer, settings: _BuildSettings, num_proc: Optional[int], work_dir: Path, split: str
+) -> Dataset:
+    """Map the line rows to examples (columns input_ids, token_type_ids), one chunk per call.
+
+    The map runs over a small index data set of chunk start rows rather than over the lines
+    themselves: datasets splits rows between workers at arbitrary points, chunks keep the same
+    boundaries (hence the same examples) for any number of workers.
+    """
+    starts = list(range(0, len(lines), settings.lines_per_chunk))
+    if not starts:
+        return Dataset.from_dict({"input_ids": [], "token_type_ids": []}, features=EXAMPLE_FEATURES)
+    index = Dataset.from_dict({"chunk_start": starts})
+    num_proc = min(num_proc or 1, len(starts))
+    work_dir.mkdir(parents=True, exist_ok=True)
+    return index.map(
+        _build_chunks_batch,
+        fn_kwargs={"lines": lines, "backend": backend, "settings": settings},
+        batched=True,
+        batch_size=1,
+        remove_columns=["chunk_start"],
+        features=EXAMPLE_FEATURES,
+        num_proc=num_proc if num_proc > 1 else None,
+        cache_file_name=str(work_dir / f"{split}.arrow"),
+        load_from_cache_file=False,
+        new_fingerprint=_hash([lines._fingerprint, asdict(settings)])[:16],
+        desc=f"Building ELECTRA examples ({split}, chunks of {settings.lines_per_chunk} lines)",
+    )
+
+
+def build_pretraining_datasets(
+    args: PretrainingDataArguments,
+    tokenizer: PreTrainedTokenizerBase,
+    raw_datasets: Union[DatasetDict, IterableDatasetDict],
+) -> Union[DatasetDict, IterableDatasetDict]:
+    """Turn line data sets (``load_raw_datasets``) into ELECTRA examples, cached in ``cache_dir``.
+
+    Each split gets columns ``input_ids`` (``[CLS] A [SEP]`` or ``[CLS] A [SEP] B [SEP]``, length
+    <= ``max_seq_length``, not padded) and ``token_type_ids`` (0 for [CLS] A [SEP], 1 for
+    B [SEP]), both int32 lists. The cache key covers the line data, the tokenizer, the builder
+    settings and ``preprocessing_seed`` (not the worker count, which does not change the
+    result). ``max_train_samples``/``max_eval_samples`` are applied after the cache.
+    Streaming input gives an ``IterableDatasetDict`` with the same examples, built lazily.
+    """
+    _check_tokenizer(tokenizer, getattr(tokenizer, "name_or_path", "") or "(given)")
+    backend = _plain_backend(tokenizer)
+    settings = _BuildSettings(
+        max_seq_length=args.max_seq_length,
+        short_seq_prob=args.short_seq_prob,
+        single_segment_prob=args.single_segment_prob,
+        seed=args.preprocessing_seed,
+        cls_token_id=tokenizer.cls_token_id,
+        sep_token_id=tokenizer.sep_token_id,
+        lines_per_chunk=LINES_PER_CHUNK,
+    )
+    limits = {"train": args.max_train_samples, "validation": args.max_eval_samples}
+
+    if isinstance(raw_datasets, IterableDatasetDict):
+        out = IterableDatasetDict()
+        for split, lines in raw_datasets.items():
+            examples = lines.map(
+                _build_streaming_batch, batched=True, batch_size=settings.lines_per_chunk, with_indices=True,
+                remove_columns=["text"], features=EXAMPLE_FEATURES,
+                fn_kwargs={"backend": backend, "settings": settings},
+            )
+            out[split] = examples.take(limits[split]) if limits.get(split) is not None else examples
+        return out
+
+    splits = {split: ds for split, ds in raw_datasets.items()}
+    key = _hash({
+        "version": _BUILDER_VERSION,
+        "lines": {split: ds._fingerprint for split, ds in splits.items()},
+        "tokenizer": _tokenizer_fingerprint(backend),
+        "settings": asdict(settings),
+    })
+
+    def build(tmp: Path) -> dict:
+        start = time.perf_counter()
+        built = DatasetDict({
+            split: _build_examples(lines, backend, settings, args.preprocessing_num_workers, tmp / "work", split)
+            for split, lines in splits.items()
+        })
+        built.save_to_disk(str(tmp / "data"))
+        del built
+        shutil.rmtree(tmp / "work", ignore_errors=True)
+        info = {"seconds": round(time.perf_counter() - start, 2), "settings": asdict(settings)}
+        info["stats"] = {
+            split: describe_examples(ds, settings.max_seq_length)
+            for split, ds in DatasetDict.load_from_disk(str(tmp / "data")).items()
+        }
+        return info
+
+    final, info, built_now = _cached_dir(
+        _cache_root(args) / f"examples-{key}", build, overwrite=args.overwrite_cache, what="ELECTRA examples"
+    )
+    logger.info("%s ELECTRA examples in %s", "Built" if built_now else "Reusing", final)
+    for split, stats in info["stats"].items():
+        logger.info("%s: %s", split, ", ".join(f"{k}={v}" for k, v in stats.items()))
+    examples = DatasetDict.load_from_disk(str(final / "data"))
+    for split, limit in limits.items():
+        if limit is not None and split in examples:
+            examples[split] = examples[split].select(range(min(limit, len(examples[split]))))
+    return examples
+
+
+def prepare_pretraining_data(
+    args: PretrainingDataArguments,
+) -> tuple[PreTrainedTokenizerBase, Union[DatasetDict, IterableDatasetDict]]:
+    """``load_raw_datasets`` + ``load_or_train_tokenizer`` + ``build_pretraining_datasets``."""
+    raw = load_raw_datasets(args)
+    tokenizer = load_or_train_tokenizer(args, raw)
+    return tokenizer, build_pretraining_datasets(args, tokenizer, raw)
+
+
+# --------------------------------------------------------------------------------------------
+# Statistics
+# --------------------------------------------------------------------------------------------
+def describe_examples(
+    dataset: Union[Dataset, Iterable[dict]], max_seq_length: Optional[int] = None, max_examples: Optional[int] = None
+) -> dict:
+    """Statistics of built examples: ``num_examples``, ``num_tokens`` (with [CLS]/[SEP]),
+    ``mean_length``, ``max_length``, ``frac_single_segment`` (no token type 1) and
+    ``frac_shorter_than_max`` (length < ``max_seq_length``; default: the longest example).
+    A ``Dataset`` is summarised with Arrow (fast); other iterables are read row by row (at most
+    ``max_examples``)."""
+    if isinstance(dataset, Dataset):
+        table = dataset.select_columns(["input_ids", "token_type_ids"]).with_format("arrow")[:]
+        ids = table["input_ids"].combine_chunks()
+        types = table["token_type_ids"].combine_chunks()
+        lengths = pc.list_value_length(ids).to_numpy(zero_copy_only=False).astype(np.int64)
+        parents = pc.list_parent_indices(types).to_numpy()
+        flat = pc.list_flatten(types).to_numpy(zero_copy_only=False)
+        type_sums = np.bincount(parents, weights=flat, minlength=len(lengths))
+    else:
+        lens, sums = [], []
+        for i, example in enumerate(dataset):
+            if max_examples is not None and i >= max_examples:
+                break
+            lens.append(len(example["input_ids"]))
+            sums.append(sum(example["token_type_ids"]))
+        lengths, type_sums = np.asarray(lens, dtype=np.int64), np.asarray(sums)
+    n = int(len(lengths))
+    if n == 0:
+        return {"num_examples": 0, "num_tokens": 0, "mean_length": 0.0, "max_length": 0,
+                "frac_single_segment": 0.0, "frac_shorter_than_max": 0.0}
+    limit = max_seq_length if max_seq_length is not None else int(lengths.max())
+    return {
+        "num_examples": n,
+        "num_tokens": int(lengths.sum()),
+        "mean_length": round(float(lengths.mean()), 3),
+        "max_length": int(lengths.max()),
+        "frac_single_segment": round(float((type_sums == 0).mean()), 5),
+        "frac_shorter_than_max": round(float((lengths < limit).mean()), 5),
+    }

@@ -1,0 +1,220 @@
+"""train_pretrain.py end to end: learning, resume equality, demo, exports, Hub stand-in, bad input."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+import train_pretrain  # noqa: E402
+
+from electra_hf.modeling import ElectraForRTDPretraining  # noqa: E402
+from electra_hf.training import STATE_FILE, list_checkpoints  # noqa: E402
+
+GUTENBERG = Path(os.environ.get("ELECTRA_HF_SHARED", REPO.parent / "shared")) / "data" / "corpus" / "gutenberg" / "gutenberg_05.txt.gz"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """~4,000 lines of real English prose (one book chunk), documents split at blank lines."""
+    if not GUTENBERG.is_file():
+        pytest.skip(f"shared corpus not found at {GUTENBERG}")
+    path = tmp_path_factory.mktemp("corpus") / "slice.txt"
+    with gzip.open(GUTENBERG, "rt", encoding="utf-8") as source:
+        lines = [next(source) for _ in range(4000)]
+    path.write_text("".join(lines), encoding="utf-8")
+    return path
+
+
+def tiny_args(corpus: Path, output_dir: Path, cache_dir: Path, *extra: str) -> list[str]:
+    return [
+        "--train_files", str(corpus), "--preset", "tiny", "--vocab_size", "600", "--max_seq_length", "64",
+        "--per_device_train_batch_size", "16", "--per_device_eval_batch_size", "16", "--learning_rate", "2e-3",
+        "--num_warmup_steps", "5", "--logging_steps", "5", "--eval_steps", "20", "--max_eval_batches", "4",
+        "--checkpointing_steps", "10", "--dataloader_num_workers", "0", "--output_dir", str(output_dir),
+        "--cache_dir", str(cache_dir), "--validation_split_percentage", "5", "--hidden_dropout_prob", "0.1",
+        *extra,
+    ]
+
+
+def read_metrics(output_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def train_rows(rows):
+    return {row["step"]: row for row in rows if "train/loss" in row}
+
+
+def test_tiny_run_learns_and_exports(corpus, tmp_path):
+    out = tmp_path / "run"
+    results = train_pretrain.main(tiny_args(corpus, out, tmp_path / "cache", "--max_train_steps", "40"))
+    rows = train_rows(read_metrics(out))
+    first, last = rows[5], rows[40]
+    # from the uniform-ish start towards unigram statistics and beyond
+    assert last["train/generator_loss"] < first["train/generator_loss"] - 0.25
+    assert last["train/discriminator_loss"] < first["train/discriminator_loss"] - 0.1
+    assert last["train/tokens_seen"] == results["tokens_seen"] > 40 * 16 * 20
+    assert results["completed_steps"] == 40
+    assert {"loss", "generator_loss", "discriminator_loss", "discriminator_auc"} <= set(results["eval"])
+    # resumable checkpoints, the newest kept, each with config + tokenizer + full run config
+    steps = [step for step, _ in list_checkpoints(out / "checkpoints")]
+    assert steps == [20, 30, 40]  # checkpoints_total_limit 3
+    last_checkpoint = out / "checkpoints" / "step_00000040"
+    assert json.loads((last_checkpoint / STATE_FILE).read_text())["completed_steps"] == 40
+    assert json.loads((last_checkpoint / "run_config.json").read_text())["train_args"]["max_train_steps"] == 40
+    # exports + card + plot
+    card = (out / "export" / "discriminator" / "README.md").read_text()
+    assert "optimizer steps**: 40" in card and "tokens seen" in card and str(corpus) in card
+    assert (out / "export" / "loss_curves.png").stat().st_size > 10_000
+    # the checkpoint reloads as the full model with the same weights as the export
+    model = ElectraForRTDPretraining.from_pretrained(last_checkpoint)
+    from transformers import ElectraForPreTraining
+
+    exported = ElectraForPreTraining.from_pretrained(out / "export" / "discriminator")
+    assert torch.equal(model.discriminator.electra.encoder.layer[1].output.dense.weight,
+                       exported.electra.encoder.layer[1].output.dense.weight)
+    assert model.generator.electra.embeddings.word_embeddings.weight is model.discriminator.electra.embeddings.word_embeddings.weight
+
+
+def test_resume_reproduces_the_uninterrupted_run(corpus, tmp_path):
+    cache = tmp_path / "cache"
+    full = tmp_path / "full"
+    train_pretrain.main(tiny_args(corpus, full, cache, "--max_train_steps", "30", "--checkpoints_total_limit", "5"))
+    # An interrupted run = the state at step 10, continued in a new process-like call.
+    resumed = tmp_path / "resumed"
+    (resumed / "checkpoints").mkdir(parents=True)
+    shutil.copytree(full / "checkpoints" / "step_00000010", resumed / "checkpoints" / "step_00000010")
+    # an unfinished checkpoint left by a crash must be ignored by "latest"
+    shutil.copytree(full / "checkpoints" / "step_00000020", resumed / "checkpoints" / "step_00000020.tmp")
+    (resumed / "checkpoints" / "step_00000020.tmp" / STATE_FILE).unlink()
+    train_pretrain.main(tiny_args(corpus, resumed, cache, "--max_train_steps", "30", "--resume_from_checkpoint", "latest"))
+    full_rows, resumed_rows = train_rows(read_metrics(full)), train_rows(read_metrics(resumed))
+    assert sorted(resumed_rows) == [15, 20, 25, 30]
+    for step in (15, 20, 25, 30):
+        for key in ("train/loss", "train/generator_loss", "train/discriminator_loss", "train/learning_rate", "train/tokens_seen"):
+            assert resumed_rows[step][key] == pytest.approx(full_rows[step][key], rel=1e-5, abs=1e-6), (step, key)
+
+
+def test_refuses_to_overwrite_a_run_without_resume(corpus, tmp_path):
+    out = tmp_path / "run"
+    train_pretrain.main(tiny_args(corpus, out, tmp_path / "cache", "--max_train_steps", "10"))
+    with pytest.raises(FileExistsError, match="resume_from_checkpoint"):
+        train_pretrain.main(tiny_args(corpus, out, tmp_path / "cache", "--max_train_steps", "10"))
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(corpus, tmp_path, monkeypatch):
+    original_forward = ElectraForRTDPretraining.forward
+    calls = {"n": 0}
+
+    def poisoned_forward(self, *args, **kwargs):
+        out = original_forward(self, *args, **kwargs)
+        calls["n"] += 1
+        if self.training and calls["n"] >= 13:  # the 13th training step turns NaN
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(ElectraForRTDPretraining, "forward", poisoned_forward)
+    out = tmp_path / "run"
+    with pytest.raises(FloatingPointError, match="step 13"):
+        train_pretrain.main(tiny_args(corpus, out, tmp_path / "cache", "--max_train_steps", "40", "--eval_steps", "0"))
+    assert [step for step, _ in list_checkpoints(out / "checkpoints")] == [10]
+    assert not (out / "export").exists()
+
+
+def test_bad_inputs_are_clear_errors(corpus, tmp_path):
+    cache = tmp_path / "cache"
+    with pytest.raises(FileNotFoundError, match="missing.txt"):
+        train_pretrain.main(tiny_args(tmp_path / "missing.txt", tmp_path / "a", cache, "--max_train_steps", "2"))
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    with pytest.raises(ValueError, match="empty.txt"):
+        train_pretrain.main(tiny_args(empty, tmp_path / "b", cache, "--max_train_steps", "2"))
+    broken = tmp_path / "broken.txt"
+    broken.write_bytes(b"good line\nbad \xff\xfe bytes\n")
+    with pytest.raises(ValueError, match="broken.txt"):
+        train_pretrain.main(tiny_args(broken, tmp_path / "c", cache, "--max_train_steps", "2"))
+    small = tmp_path / "small.txt"
+    small.write_text("just one short line of text.\n\nand another document.\n")
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        train_pretrain.main(tiny_args(small, tmp_path / "d", cache, "--max_train_steps", "2", "--vocab_size", "100",
+                                      "--validation_split_percentage", "0"))
+    # a config whose vocabulary disagrees with the tokenizer
+    from electra_hf.configuration import ElectraPretrainingConfig
+
+    ElectraPretrainingConfig.from_preset("tiny", vocab_size=123).save_pretrained(tmp_path / "cfg")
+    with pytest.raises(ValueError, match="vocab_size 123"):
+        train_pretrain.main(tiny_args(corpus, tmp_path / "e", cache, "--max_train_steps", "2", "--config_name_or_path", str(tmp_path / "cfg")))
+    with pytest.raises(ValueError, match="bf16"):
+        train_pretrain.main(tiny_args(corpus, tmp_path / "f", cache, "--max_train_steps", "2", "--mixed_precision", "bf16"))
+    with pytest.raises(ValueError, match="hub_model_id"):
+        train_pretrain.main(tiny_args(corpus, tmp_path / "g", cache, "--max_train_steps", "2", "--push_to_hub"))
+
+
+def test_push_to_hub_uses_create_repo_and_upload_folder(corpus, tmp_path, monkeypatch):
+    calls = []
+
+    class StandInHfApi:
+        def __init__(self, token=None):
+            calls.append(("init", token))
+
+        def create_repo(self, **kwargs):
+            calls.append(("create_repo", kwargs["repo_id"]))
+
+        def upload_folder(self, **kwargs):
+            calls.append(("upload_folder", kwargs["repo_id"], sorted(os.listdir(kwargs["folder_path"]))))
+            return "ok"
+
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", StandInHfApi)
+    train_pretrain.main(tiny_args(corpus, tmp_path / "run", tmp_path / "cache", "--max_train_steps", "5",
+                                  "--push_to_hub", "--hub_model_id", "me/tiny-electra", "--hub_token", "hf_test"))
+    uploads = [call for call in calls if call[0] == "upload_folder"]
+    assert [call[1] for call in uploads] == ["me/tiny-electra", "me/tiny-electra-generator"]
+    assert {"config.json", "model.safetensors", "README.md", "tokenizer.json"} <= set(uploads[0][2])
+    assert ("init", "hf_test") in calls
+
+
+def test_demo_runs_with_no_data_arguments(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf_cache"))
+    results = train_pretrain.main(["--max_train_steps", "6", "--vocab_size", "500", "--eval_steps", "3"])
+    demo = tmp_path / "runs" / "demo"
+    assert results["completed_steps"] == 6
+    assert (demo / "demo_corpus").is_dir() and (demo / "export" / "discriminator" / "config.json").is_file()
+    run_config = json.loads((demo / "run_config.json").read_text())
+    assert run_config["demo"] is True and run_config["model_args"]["preset"] == "tiny"
+
+
+def test_config_file_in_place_of_flags(corpus, tmp_path):
+    config = {"train_files": [str(corpus)], "preset": "tiny", "vocab_size": 600, "max_seq_length": 64,
+              "per_device_train_batch_size": 8, "max_train_steps": 3, "num_warmup_steps": 1, "logging_steps": 1,
+              "output_dir": str(tmp_path / "run"), "cache_dir": str(tmp_path / "cache"), "dataloader_num_workers": 0}
+    (tmp_path / "run.json").write_text(json.dumps(config))
+    assert train_pretrain.main([str(tmp_path / "run.json")])["completed_steps"] == 3
+
+
+@pytest.mark.multiprocess
+def test_two_process_cpu_run(corpus, tmp_path):
+    """A real 2-process DDP run on the CPU (ACCELERATE_USE_CPU + --multi_gpu, see platform notes)."""
+    out = tmp_path / "ddp"
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
+               str(REPO / "train_pretrain.py"),
+               *tiny_args(corpus, out, tmp_path / "cache", "--max_train_steps", "10", "--per_device_train_batch_size", "8")]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    run_config = json.loads((out / "run_config.json").read_text())
+    assert run_config["num_processes"] == 2 and run_config["global_batch_size"] == 16
+    assert [step for step, _ in list_checkpoints(out / "checkpoints")] == [10]
+    assert (out / "export" / "discriminator" / "model.safetensors").is_file()

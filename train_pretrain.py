@@ -1,0 +1,526 @@
+#!/usr/bin/env python
+"""ELECTRA pre-training from raw text to Hub-ready checkpoints, with Accelerate.
+
+    accelerate launch train_pretrain.py --train_files corpus/*.txt.gz --preset small --output_dir runs/small
+    python train_pretrain.py                  # no data arguments: a few-minute CPU demo on pydoc text
+    python train_pretrain.py run.yaml         # all arguments from a JSON/YAML file
+
+The same code runs on one CPU, one GPU, several GPUs or nodes, FSDP or DeepSpeed: the
+hardware comes from `accelerate launch` (see accelerate_configs/), the hyper-parameters from
+the dataclasses below (official ELECTRA-Small defaults).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator, DataLoaderConfiguration, InitProcessGroupKwargs
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import HfArgumentParser
+
+from electra_hf import data as electra_data
+from electra_hf.collator import DataCollatorForElectra
+from electra_hf.configuration import PRESETS, ElectraPretrainingConfig
+from electra_hf.export import export_pretrained
+from electra_hf.hub import push_exports_to_hub
+from electra_hf.modeling import ElectraForRTDPretraining
+from electra_hf.optimization import ElectraAdamW, build_scheduler, parameter_groups
+from electra_hf.plotting import plot_pretraining_curves
+from electra_hf.training import (
+    NonFiniteGuard,
+    check_mixed_precision,
+    flatten_for_trackers,
+    read_training_state,
+    resolve_report_to,
+    resolve_resume_path,
+    save_checkpoint,
+)
+
+logger = logging.getLogger("train_pretrain")
+
+
+@dataclass
+class ModelArguments:
+    """The model: a preset, optionally overridden field by field (None = keep the preset's value)."""
+
+    preset: str = field(default="small", metadata={"help": f"Model size preset: one of {sorted(PRESETS)}."})
+    config_name_or_path: str | None = field(
+        default=None, metadata={"help": "An ElectraPretrainingConfig (folder or config.json) instead of a preset."}
+    )
+    objective: str = field(default="electra", metadata={"help": "'electra' (replaced token detection) or 'mlm' (BERT baseline)."})
+    embedding_sharing: str = field(default="all", metadata={"help": "'all' (official), 'word', 'none' or 'gdes'."})
+    generator_size_ratio: float | None = field(default=None, metadata={"help": "Generator width / discriminator width (preset: 1/4 Small, 1/3 Base)."})
+    mask_prob: float | None = field(default=None, metadata={"help": "Fraction of tokens selected for prediction (preset: 0.15; 0.25 Large)."})
+    mask_token_prob: float = field(default=0.85, metadata={"help": "Of the selected tokens, fraction replaced by [MASK]."})
+    random_token_prob: float = field(default=0.0, metadata={"help": "Of the selected tokens, fraction replaced by a random token (official 0)."})
+    max_predictions_per_seq: int | None = field(default=None, metadata={"help": "Cap N on selected tokens per sequence (default int((p+0.005)*len))."})
+    generator_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the generator's MLM loss."})
+    discriminator_loss_weight: float = field(default=50.0, metadata={"help": "Weight of the discriminator's loss (official 50)."})
+    sampling_temperature: float = field(default=1.0, metadata={"help": "Gumbel sampling temperature."})
+    hidden_size: int | None = field(default=None, metadata={"help": "Override the discriminator hidden size."})
+    embedding_size: int | None = field(default=None, metadata={"help": "Override the embedding size."})
+    num_hidden_layers: int | None = field(default=None, metadata={"help": "Override the number of layers."})
+    num_attention_heads: int | None = field(default=None, metadata={"help": "Override the number of attention heads."})
+    intermediate_size: int | None = field(default=None, metadata={"help": "Override the FFN size."})
+    hidden_dropout_prob: float = field(default=0.1, metadata={"help": "Dropout (hidden)."})
+    attention_probs_dropout_prob: float = field(default=0.1, metadata={"help": "Dropout (attention)."})
+    attn_implementation: str = field(default="sdpa", metadata={"help": "'sdpa' (fastest available) or 'eager'."})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations in backward (less memory, ~30% slower)."})
+    torch_compile: bool = field(default=False, metadata={"help": "Compile the model with torch.compile."})
+
+
+@dataclass
+class PretrainingArguments:
+    """Optimisation, logging and checkpointing. Defaults: official ELECTRA-Small."""
+
+    output_dir: str = field(default="runs/electra-pretrain", metadata={"help": "Where checkpoints, logs, plot and exports go."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Allow starting a new run in a non-empty output_dir."})
+    seed: int = field(default=42, metadata={"help": "Seed for initialisation, data order and masking."})
+    per_device_train_batch_size: int = field(default=128, metadata={"help": "Sequences per device per micro-batch (official Small: 128 total)."})
+    per_device_eval_batch_size: int = field(default=128, metadata={"help": "Sequences per device for evaluation."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
+    learning_rate: float | None = field(default=None, metadata={"help": "Peak LR (default by size: 5e-4 Small, 2e-4 Base/Large)."})
+    weight_decay: float = field(default=0.01, metadata={"help": "Decoupled weight decay (not on LayerNorm weights or biases)."})
+    adam_beta1: float = field(default=0.9, metadata={"help": "Adam beta1."})
+    adam_beta2: float = field(default=0.999, metadata={"help": "Adam beta2."})
+    adam_epsilon: float = field(default=1e-6, metadata={"help": "Adam epsilon (official 1e-6)."})
+    adam_bias_correction: bool = field(default=False, metadata={"help": "Adam bias correction (official ELECTRA: off)."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Global gradient-norm clipping."})
+    lr_scheduler_type: str = field(default="electra", metadata={"help": "'electra' (warm-up × linear decay, overlapping) or a transformers scheduler name."})
+    num_warmup_steps: int = field(default=10_000, metadata={"help": "Warm-up optimizer steps."})
+    max_train_steps: int | None = field(default=1_000_000, metadata={"help": "Optimizer steps (official Small: 1M)."})
+    num_train_epochs: float | None = field(default=None, metadata={"help": "Epochs instead of max_train_steps (used when max_train_steps is None)."})
+    logging_steps: int = field(default=100, metadata={"help": "Log every N optimizer steps."})
+    eval_steps: int = field(default=5_000, metadata={"help": "Evaluate on the validation split every N steps (0 = only at the end)."})
+    max_eval_batches: int | None = field(default=50, metadata={"help": "Cap on validation batches per evaluation (None = all)."})
+    checkpointing_steps: int = field(default=10_000, metadata={"help": "Save a resumable checkpoint every N steps (0 = only at the end)."})
+    checkpoints_total_limit: int | None = field(default=3, metadata={"help": "Keep at most this many checkpoints."})
+    resume_from_checkpoint: str | None = field(default=None, metadata={"help": "A checkpoint folder, or 'latest'."})
+    export_every_checkpoint: bool = field(default=False, metadata={"help": "Also write plain-transformers exports at each checkpoint."})
+    report_to: str = field(default="none", metadata={"help": "Trackers: wandb, tensorboard, all or none (comma list allowed)."})
+    project_name: str = field(default="electra_hf", metadata={"help": "Tracker project/run group name."})
+    mixed_precision: str | None = field(default=None, metadata={"help": "no, fp16, bf16 (default: accelerate's config / launch flag)."})
+    allow_slow_bf16: bool = field(default=False, metadata={"help": "Permit bf16 on a CPU without native bf16 (very slow)."})
+    dataloader_num_workers: int = field(default=2, metadata={"help": "DataLoader worker processes per device (masking runs there)."})
+    push_to_hub: bool = field(default=False, metadata={"help": "Push the final exports to the Hub."})
+    hub_model_id: str | None = field(default=None, metadata={"help": "Hub repo for the discriminator (generator goes to '<id>-generator')."})
+    hub_token: str | None = field(default=None, metadata={"help": "Hub token (default: the logged-in one)."})
+    hub_private_repo: bool = field(default=False, metadata={"help": "Create the Hub repos as private."})
+    demo: bool = field(default=False, metadata={"help": "Force the pydoc demo (automatic when no data argument is given)."})
+
+
+DEFAULT_LEARNING_RATE = {"tiny": 1e-3, "mini": 1e-3, "small": 5e-4, "small++": 5e-4, "base": 2e-4, "large": 2e-4}
+# The demo: a tiny model on the standard library's documentation, a few minutes on 2 CPU cores.
+DEMO_SETTINGS = {
+    "preset": "tiny", "vocab_size": 4000, "max_seq_length": 128, "per_device_train_batch_size": 32,
+    "per_device_eval_batch_size": 32, "max_train_steps": 300, "num_warmup_steps": 30, "logging_steps": 10,
+    "eval_steps": 100, "checkpointing_steps": 150, "output_dir": "runs/demo", "dataloader_num_workers": 0,
+    "validation_split_percentage": 5.0,
+}
+
+
+def parse_args(argv: list[str] | None):
+    parser = HfArgumentParser((ModelArguments, electra_data.PretrainingDataArguments, PretrainingArguments))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        return parser.parse_json_file(os.path.abspath(argv[0]))
+    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
+        return parser.parse_yaml_file(os.path.abspath(argv[0]))
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def apply_demo_defaults(model_args, data_args, train_args, argv: list[str]) -> bool:
+    """No data argument at all → the pydoc demo; settings the user gave explicitly are kept."""
+    has_data = data_args.train_files or data_args.dataset_name
+    if has_data and not train_args.demo:
+        return False
+    given = {arg.split("=")[0].lstrip("-") for arg in argv if arg.startswith("--")}
+    for name, value in DEMO_SETTINGS.items():
+        if name in given:
+            continue
+        for args in (model_args, data_args, train_args):
+            if name in {f.name for f in fields(args)}:
+                setattr(args, name, value)
+    corpus_dir = Path(train_args.output_dir) / "demo_corpus"
+    data_args.train_files = electra_data.write_demo_corpus(corpus_dir)
+    return True
+
+
+def build_config(model_args: ModelArguments, data_args, vocab_size: int) -> ElectraPretrainingConfig:
+    rtd_fields = dict(
+        objective=model_args.objective,
+        embedding_sharing=model_args.embedding_sharing,
+        mask_token_prob=model_args.mask_token_prob,
+        random_token_prob=model_args.random_token_prob,
+        generator_loss_weight=model_args.generator_loss_weight,
+        discriminator_loss_weight=model_args.discriminator_loss_weight,
+        sampling_temperature=model_args.sampling_temperature,
+        max_seq_length=data_args.max_seq_length,
+        max_predictions_per_seq=model_args.max_predictions_per_seq,
+        generator_size_ratio=model_args.generator_size_ratio,
+        mask_prob=model_args.mask_prob,
+    )
+    if model_args.config_name_or_path:
+        config = ElectraPretrainingConfig.from_pretrained(model_args.config_name_or_path)
+        if config.vocab_size != vocab_size:
+            raise ValueError(
+                f"--config_name_or_path {model_args.config_name_or_path} has vocab_size {config.vocab_size} but the "
+                f"tokenizer has {vocab_size} tokens; use the tokenizer the config was made for (--tokenizer_name_or_path)"
+            )
+        return config
+    return ElectraPretrainingConfig.from_preset(
+        model_args.preset,
+        vocab_size=vocab_size,
+        hidden_size=model_args.hidden_size,
+        embedding_size=model_args.embedding_size,
+        num_hidden_layers=model_args.num_hidden_layers,
+        num_attention_heads=model_args.num_attention_heads,
+        intermediate_size=model_args.intermediate_size,
+        hidden_dropout_prob=model_args.hidden_dropout_prob,
+        attention_probs_dropout_prob=model_args.attention_probs_dropout_prob,
+        max_position_embeddings=max(512, data_args.max_seq_length),
+        **rtd_fields,
+    )
+
+
+def evaluate(model, dataloader, collator, accelerator, max_batches: int | None) -> dict[str, float]:
+    """Mean losses/accuracies over the validation split and the discriminator's ROC AUC.
+
+    The validation masks are the same at every evaluation (the collator restarts its epoch 0),
+    so successive evaluations are comparable.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    collator.set_epoch(0)
+    model.eval()
+    sums = torch.zeros(6, device=accelerator.device)
+    batches = 0
+    scores, labels = [], []
+    with torch.no_grad():
+        for step, batch in enumerate(dataloader):
+            if max_batches is not None and step >= max_batches:
+                break
+            out = model(**batch)
+            values = [out.loss, out.generator_loss, out.generator_accuracy]
+            if out.discriminator_loss is not None:
+                values += [out.discriminator_loss, out.discriminator_accuracy, out.discriminator_recall]
+                # Same-shape tensors on every rank (T differs per batch), filtered to real tokens after the gather.
+                logits, replaced, mask = (
+                    accelerator.pad_across_processes(tensor, dim=1)
+                    for tensor in (out.discriminator_logits.float(), out.replaced_labels, batch["attention_mask"])
+                )
+                logits, replaced, mask = accelerator.gather_for_metrics((logits, replaced, mask))
+                valid = mask.bool()
+                scores.append(logits[valid].cpu())
+                labels.append(replaced[valid].cpu())
+            else:
+                values += [torch.zeros((), device=accelerator.device)] * 3
+            sums += torch.stack([v.float() for v in values])
+            batches += 1
+    model.train()
+    sums = accelerator.reduce(sums, reduction="mean") / max(batches, 1)
+    names = ["loss", "generator_loss", "generator_accuracy", "discriminator_loss", "discriminator_accuracy", "discriminator_recall"]
+    metrics = dict(zip(names, sums.tolist()))
+    if scores:
+        all_labels = torch.cat(labels).numpy()
+        if 0 < all_labels.sum() < len(all_labels):
+            metrics["discriminator_auc"] = float(roc_auc_score(all_labels, torch.cat(scores).numpy()))
+    else:
+        for name in ("discriminator_loss", "discriminator_accuracy", "discriminator_recall"):
+            metrics.pop(name)
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> dict:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    model_args, data_args, train_args = parse_args(argv)
+    is_demo = apply_demo_defaults(model_args, data_args, train_args, argv)
+
+    if train_args.push_to_hub and not train_args.hub_model_id:
+        raise ValueError("--push_to_hub needs --hub_model_id (the Hub repository for the discriminator)")
+    trackers = resolve_report_to(train_args.report_to)
+    use_cpu = not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true")
+    mixed_precision = train_args.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    check_mixed_precision(mixed_precision, use_cpu, train_args.allow_slow_bf16)
+    # DDP/DeepSpeed on CPU need gloo (DeepSpeed otherwise miscounts processes); only in a real launch.
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    handlers = [InitProcessGroupKwargs(backend="gloo")] if use_cpu and distributed else []
+    accelerator = Accelerator(
+        gradient_accumulation_steps=train_args.gradient_accumulation_steps,
+        mixed_precision=train_args.mixed_precision,
+        log_with=trackers or None,
+        project_dir=train_args.output_dir,
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        kwargs_handlers=handlers,
+    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO if accelerator.is_main_process else logging.WARNING)
+    if is_demo:
+        logger.warning("DEMO RUN: no data arguments were given, so this pre-trains a tiny ELECTRA on the Python "
+                       "standard library's documentation (pydoc_data) for %d steps. Pass --train_files or "
+                       "--dataset_name for a real run.", train_args.max_train_steps)
+
+    output_dir = Path(train_args.output_dir)
+    checkpoints_root = output_dir / "checkpoints"
+    resume_path = resolve_resume_path(train_args.resume_from_checkpoint, checkpoints_root)
+    if resume_path is None and accelerator.is_main_process and not train_args.overwrite_output_dir and not is_demo:
+        if checkpoints_root.is_dir() and any(checkpoints_root.iterdir()):
+            raise FileExistsError(
+                f"{output_dir} already holds checkpoints; pass --resume_from_checkpoint latest to continue, or "
+                "--overwrite_output_dir to start a new run there"
+            )
+    set_seed(train_args.seed)
+
+    # ---- data: read, tokenizer, official example builder (prepared once, cached on disk) ----
+    with accelerator.main_process_first():
+        raw_datasets = electra_data.load_raw_datasets(data_args)
+        tokenizer = electra_data.load_or_train_tokenizer(data_args, raw_datasets)
+        datasets = electra_data.build_pretraining_datasets(data_args, tokenizer, raw_datasets)
+    train_dataset, eval_dataset = datasets["train"], datasets.get("validation")
+
+    config = build_config(model_args, data_args, vocab_size=len(tokenizer))
+    model = ElectraForRTDPretraining._from_config(config, attn_implementation=model_args.attn_implementation)
+    if model_args.gradient_checkpointing:
+        model.activation_checkpointing_enable()
+    learning_rate = train_args.learning_rate or DEFAULT_LEARNING_RATE.get(model_args.preset, 5e-4)
+
+    def make_collator(seed: int) -> DataCollatorForElectra:
+        return DataCollatorForElectra(
+            tokenizer,
+            mask_prob=config.mask_prob,
+            mask_token_prob=config.mask_token_prob,
+            random_token_prob=config.random_token_prob,
+            max_predictions_per_seq=config.max_predictions_per_seq,
+            pad_to_multiple_of=8 if not use_cpu else None,
+            seed=seed,
+            process_index=accelerator.process_index,
+        )
+
+    train_collator = make_collator(train_args.seed)
+    global_batch = train_args.per_device_train_batch_size * accelerator.num_processes
+    streaming = data_args.streaming
+    if not streaming and len(train_dataset) < global_batch:
+        raise ValueError(
+            f"the corpus gives {len(train_dataset)} training examples, fewer than one batch "
+            f"({train_args.per_device_train_batch_size} per device × {accelerator.num_processes} processes); "
+            "add text or lower --per_device_train_batch_size"
+        )
+    loader_generator = torch.Generator().manual_seed(train_args.seed)
+    train_dataloader = DataLoader(
+        train_dataset,
+        batch_size=train_args.per_device_train_batch_size,
+        shuffle=not streaming,
+        drop_last=True,  # packed examples: keep every step the same size
+        collate_fn=train_collator,
+        num_workers=train_args.dataloader_num_workers,
+        generator=loader_generator,
+        pin_memory=not use_cpu,
+    )
+    eval_dataloader = None
+    eval_collator = make_collator(train_args.seed + 1)
+    if eval_dataset is not None:
+        eval_dataloader = DataLoader(
+            eval_dataset, batch_size=train_args.per_device_eval_batch_size, collate_fn=eval_collator, num_workers=0,
+        )
+
+    optimizer = ElectraAdamW(
+        parameter_groups(model, train_args.weight_decay),
+        lr=learning_rate,
+        betas=(train_args.adam_beta1, train_args.adam_beta2),
+        eps=train_args.adam_epsilon,
+        bias_correction=train_args.adam_bias_correction,
+    )
+    if not streaming:
+        steps_per_epoch = math.ceil(len(train_dataloader) / train_args.gradient_accumulation_steps)
+    if train_args.max_train_steps is None:
+        if streaming or train_args.num_train_epochs is None:
+            raise ValueError("give --max_train_steps (required with --streaming), or --num_train_epochs")
+        train_args.max_train_steps = math.ceil(train_args.num_train_epochs * steps_per_epoch)
+    max_steps = train_args.max_train_steps
+    # The scheduler is stepped once per optimizer step on every process (not prepared: no
+    # per-process step multiplication).
+    scheduler = build_scheduler(train_args.lr_scheduler_type, optimizer, train_args.num_warmup_steps, max_steps)
+    if eval_dataloader is not None:
+        model, optimizer, train_dataloader, eval_dataloader = accelerator.prepare(model, optimizer, train_dataloader, eval_dataloader)
+    else:
+        model, optimizer, train_dataloader = accelerator.prepare(model, optimizer, train_dataloader)
+    accelerator.register_for_checkpointing(scheduler)
+    if model_args.torch_compile:
+        model = torch.compile(model)
+
+    run_config = {
+        "model_args": asdict(model_args), "data_args": asdict(data_args), "train_args": asdict(train_args),
+        "model_config": config.to_dict(), "learning_rate": learning_rate, "num_processes": accelerator.num_processes,
+        "global_batch_size": global_batch * train_args.gradient_accumulation_steps, "demo": is_demo,
+    }
+    if trackers:
+        accelerator.init_trackers(train_args.project_name, config=flatten_for_trackers(run_config))
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "run_config.json").write_text(json.dumps(run_config, indent=2, default=str))
+        tokenizer.save_pretrained(output_dir / "tokenizer")
+
+    # ---- resume ----
+    completed_steps, epoch, batches_into_epoch, tokens_before_start = 0, 0, 0, 0
+    if resume_path is not None:
+        accelerator.load_state(str(resume_path))
+        state = read_training_state(resume_path)
+        completed_steps, epoch = state["completed_steps"], state["epoch"]
+        batches_into_epoch, tokens_before_start = state["batches_into_epoch"], state["tokens_seen"]
+        logger.info("resumed from %s at step %d (epoch %d, batch %d)", resume_path, completed_steps, epoch, batches_into_epoch)
+    elif train_args.resume_from_checkpoint == "latest":
+        logger.info("--resume_from_checkpoint latest: no finished checkpoint in %s, starting from scratch", checkpoints_root)
+
+    metrics_file = output_dir / "metrics.jsonl"
+    guard = NonFiniteGuard(accelerator.device)
+    window = torch.zeros(8, device=accelerator.device)  # loss, gen, disc, gen acc, disc acc, precision, recall, count
+    local_tokens = torch.zeros((), device=accelerator.device, dtype=torch.long)  # this process, since start/resume
+    logged_tokens = 0
+    window_start = time.perf_counter()
+    last_eval: dict[str, float] = {}
+
+    def log_metrics(values: dict, step: int) -> None:
+        if trackers:
+            accelerator.log(values, step=step)
+        if accelerator.is_main_process:
+            with metrics_file.open("a") as handle:
+                handle.write(json.dumps({"step": step, **values}) + "\n")
+
+    def tokens_seen() -> int:
+        """Non-padding tokens seen by all processes since the run began (a collective call)."""
+        return tokens_before_start + int(accelerator.reduce(local_tokens.clone(), reduction="sum"))
+
+    def training_state() -> dict:
+        return {"completed_steps": completed_steps, "epoch": epoch, "batches_into_epoch": batches_into_epoch,
+                "tokens_seen": tokens_seen(), "max_train_steps": max_steps}
+
+    def checkpoint() -> None:
+        guard.check(accelerator)  # never write a checkpoint of a diverged model
+
+        def extras(folder: Path) -> None:
+            config.save_pretrained(folder)  # config.json next to the weights: loadable for fine-tuning
+            tokenizer.save_pretrained(folder)
+            (folder / "run_config.json").write_text(json.dumps(run_config, indent=2, default=str))
+
+        path = save_checkpoint(accelerator, checkpoints_root, completed_steps, training_state(),
+                               total_limit=train_args.checkpoints_total_limit, save_extras=extras)
+        if train_args.export_every_checkpoint and accelerator.is_main_process:
+            export_pretrained(accelerator.unwrap_model(model), path / "export", tokenizer, {"steps": completed_steps})
+        logger.info("checkpoint written: %s", path)
+
+    progress = tqdm(total=max_steps, initial=completed_steps, disable=not accelerator.is_local_main_process,
+                    desc="pre-training", unit="step", dynamic_ncols=True)
+    model.train()
+    while completed_steps < max_steps:
+        if hasattr(train_dataloader, "set_epoch"):
+            train_dataloader.set_epoch(epoch)
+        train_collator.set_epoch(epoch, start_batch=batches_into_epoch)
+        epoch_loader = (
+            accelerator.skip_first_batches(train_dataloader, batches_into_epoch) if batches_into_epoch else train_dataloader
+        )
+        for batch in epoch_loader:
+            with accelerator.accumulate(model):
+                out = model(**batch)
+                accelerator.backward(out.loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(model.parameters(), train_args.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            batches_into_epoch += 1
+            detached = [out.loss, out.generator_loss, out.generator_accuracy]
+            if out.discriminator_loss is not None:
+                detached += [out.discriminator_loss, out.discriminator_accuracy, out.discriminator_precision, out.discriminator_recall]
+            else:
+                detached += [torch.zeros((), device=accelerator.device)] * 4
+            window[:7] += torch.stack([value.detach().float() for value in detached])
+            window[7] += 1
+            local_tokens += batch["attention_mask"].sum()
+            guard.update(out.loss, completed_steps + 1)
+            if not accelerator.sync_gradients:
+                continue
+            # ---- one optimizer step done ----
+            scheduler.step()
+            completed_steps += 1
+            progress.update(1)
+
+            if completed_steps % train_args.logging_steps == 0 or completed_steps == max_steps:
+                guard.check(accelerator)
+                totals = accelerator.reduce(window.clone(), reduction="sum")
+                total_tokens = tokens_seen()
+                step_tokens, logged_tokens = total_tokens - max(logged_tokens, tokens_before_start), total_tokens
+                elapsed = time.perf_counter() - window_start
+                count = max(float(totals[7]), 1.0)
+                mean = (totals[:7] / count).tolist()
+                values = {
+                    "train/loss": mean[0], "train/generator_loss": mean[1], "train/generator_accuracy": mean[2],
+                    "train/learning_rate": scheduler.get_last_lr()[0], "train/tokens_per_second": step_tokens / elapsed,
+                    "train/tokens_seen": total_tokens, "train/epoch": epoch,
+                }
+                if model_args.objective == "electra":
+                    values.update({"train/discriminator_loss": mean[3], "train/discriminator_accuracy": mean[4],
+                                   "train/discriminator_precision": mean[5], "train/discriminator_recall": mean[6]})
+                log_metrics(values, completed_steps)
+                postfix = {"loss": f"{mean[0]:.3f}", "gen": f"{mean[1]:.3f}", "gen_acc": f"{mean[2]:.3f}",
+                           "tok/s": f"{step_tokens / elapsed:,.0f}"}
+                if model_args.objective == "electra":
+                    postfix.update({"disc": f"{mean[3]:.4f}", "disc_acc": f"{mean[4]:.3f}"})
+                progress.set_postfix(postfix)
+                window.zero_()
+                window_start = time.perf_counter()
+
+            if eval_dataloader is not None and (
+                (train_args.eval_steps and completed_steps % train_args.eval_steps == 0) or completed_steps == max_steps
+            ):
+                last_eval = evaluate(model, eval_dataloader, eval_collator, accelerator, train_args.max_eval_batches)
+                log_metrics({f"eval/{key}": value for key, value in last_eval.items()}, completed_steps)
+                logger.info("step %d eval: %s", completed_steps, {k: round(v, 4) for k, v in last_eval.items()})
+
+            if train_args.checkpointing_steps and completed_steps % train_args.checkpointing_steps == 0 and completed_steps < max_steps:
+                checkpoint()
+            if completed_steps >= max_steps:
+                break
+        else:
+            epoch += 1
+            batches_into_epoch = 0
+            continue
+        break
+    progress.close()
+
+    # ---- the end: final checkpoint, exports, plot, Hub ----
+    checkpoint()
+    results = {"completed_steps": completed_steps, "tokens_seen": tokens_seen(), "eval": last_eval}
+    exports = {}
+    if accelerator.is_main_process:
+        training_info = {
+            "training data": ", ".join(map(str, data_args.train_files)) or f"{data_args.dataset_name} ({data_args.dataset_config_name})",
+            "optimizer steps": completed_steps,
+            "tokens seen": results["tokens_seen"],
+            "global batch size": run_config["global_batch_size"],
+            "sequence length": data_args.max_seq_length,
+            "final_metrics": last_eval,
+            "run arguments": {"model": asdict(model_args), "data": asdict(data_args), "training": asdict(train_args)},
+        }
+        exports = export_pretrained(accelerator.unwrap_model(model), output_dir / "export", tokenizer, training_info)
+        plot_pretraining_curves(metrics_file, output_dir / "export" / "loss_curves.png")
+        (output_dir / "results.json").write_text(json.dumps(results, indent=2))
+        logger.info("exports written: %s", {k: str(v) for k, v in exports.items()})
+        if train_args.push_to_hub:
+            push_exports_to_hub(exports, train_args.hub_model_id, token=train_args.hub_token,
+                                private=train_args.hub_private_repo)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    results["exports"] = {k: str(v) for k, v in exports.items()}
+    return results
+
+
+if __name__ == "__main__":
+    main()
