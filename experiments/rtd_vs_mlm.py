@@ -1,0 +1,226 @@
+#!/usr/bin/env python
+"""ELECTRA (replaced token detection) vs BERT-style masked LM at equal pre-training compute.
+
+One command reruns everything; every stage is resumable (a finished stage is skipped, an
+interrupted pre-training resumes from its latest checkpoint):
+
+    python experiments/rtd_vs_mlm.py --budget_minutes 60 --seeds 1 2 3        # the full experiment
+    python experiments/rtd_vs_mlm.py --budget_minutes 2 --seeds 1 --tasks rte,mrpc --tag smoke
+
+Stages
+1. calibrate: a few steps of each objective measure tokens/s on this machine, so that both get
+   the same wall-clock budget (their step costs differ); the FLOPs each run uses are counted
+   with `electra_hf.flops` (not assumed).
+2. pre-train both objectives with the same encoder (the discriminator-sized network), tokenizer,
+   data (Gutenberg shards 00-04; shard 05 held out for evaluation), batch, schedule and masking
+   budget; checkpoints at 25%, 50%, 75% and 100% of the budget.
+3. fine-tune every checkpoint at 25/50/100% with train_glue.py on the GLUE tasks that have a
+   train split here (CoLA, SST-2, MRPC, STS-B, RTE), identical settings, median over seeds.
+4. report: Markdown table and JSON (per task, GLUE average, FLOPs, held-out pre-training
+   losses) and a plot of GLUE average vs pre-training FLOPs, under experiments/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import train_glue  # noqa: E402
+import train_pretrain  # noqa: E402
+from electra_hf.configuration import ElectraPretrainingConfig  # noqa: E402
+from electra_hf.flops import pretraining_flops_per_sequence  # noqa: E402
+from electra_hf.plotting import read_metrics  # noqa: E402
+from electra_hf.tasks.glue import GLUE_TASKS, glue_average, resolve_task_names  # noqa: E402
+from electra_hf.training import list_checkpoints  # noqa: E402
+
+logger = logging.getLogger("rtd_vs_mlm")
+OBJECTIVES = ("electra", "mlm")
+BUDGET_POINTS = (0.25, 0.5, 1.0)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shared_dir", default=str(REPO.parent / "shared" / "data"), help="The shared data folder.")
+    parser.add_argument("--work_dir", default=str(REPO / "experiments" / "runs"), help="Checkpoints and caches (not committed).")
+    parser.add_argument("--results_dir", default=str(REPO / "experiments" / "results"), help="Committed tables, JSON, plot.")
+    parser.add_argument("--tag", default="rtd_vs_mlm", help="Name of this experiment's files.")
+    parser.add_argument("--budget_minutes", type=float, default=60.0, help="Pre-training wall-clock per objective.")
+    parser.add_argument("--preset", default="mini", help="Encoder size (both objectives use the discriminator size).")
+    parser.add_argument("--vocab_size", type=int, default=30522)
+    parser.add_argument("--max_seq_length", type=int, default=128)
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--learning_rate", type=float, default=1e-3)
+    parser.add_argument("--warmup_fraction", type=float, default=0.05)
+    parser.add_argument("--mlm_mask_token_prob", type=float, default=0.8, help="BERT baseline: 80/10/10.")
+    parser.add_argument("--mlm_random_token_prob", type=float, default=0.1)
+    parser.add_argument("--train_shards", default="00,01,02,03,04")
+    parser.add_argument("--eval_shard", default="05")
+    parser.add_argument("--tasks", default="cola,sst2,mrpc,stsb,rte")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--finetune_learning_rate", type=float, default=3e-4)
+    parser.add_argument("--finetune_layer_decay", type=float, default=0.8)
+    parser.add_argument("--max_finetune_samples", type=int, default=4000, help="Cap per task (time).")
+    parser.add_argument("--finetune_epochs", type=float, default=None, help="Default: the GLUE table's (3; 10 RTE/STS-B).")
+    parser.add_argument("--calibration_steps", type=int, default=12)
+    return parser.parse_args(argv)
+
+
+def pretrain_argv(args, objective: str, output_dir: Path, max_steps: int, extra=()) -> list[str]:
+    corpus = Path(args.shared_dir) / "corpus" / "gutenberg"
+    train_files = [str(corpus / f"gutenberg_{shard}.txt.gz") for shard in args.train_shards.split(",")]
+    argv = [
+        "--train_files", *train_files, "--validation_files", str(corpus / f"gutenberg_{args.eval_shard}.txt.gz"),
+        "--preset", args.preset, "--objective", objective, "--vocab_size", str(args.vocab_size),
+        "--max_seq_length", str(args.max_seq_length), "--per_device_train_batch_size", str(args.batch_size),
+        "--per_device_eval_batch_size", str(args.batch_size), "--learning_rate", str(args.learning_rate),
+        "--max_train_steps", str(max_steps), "--num_warmup_steps", str(max(1, int(args.warmup_fraction * max_steps))),
+        "--logging_steps", str(max(1, max_steps // 50)), "--eval_steps", str(max(1, max_steps // 8)),
+        "--max_eval_batches", "20", "--checkpointing_steps", str(max(1, max_steps // 4)),
+        "--checkpoints_total_limit", "0", "--output_dir", str(output_dir), "--cache_dir", str(Path(args.work_dir) / "data_cache"),
+        "--dataloader_num_workers", "1", "--preprocessing_num_workers", "2", "--seed", "0",
+        # Gutenberg puts a blank line between paragraphs (and between books): taken as document
+        # boundaries, they make most examples short and single-segment; pack across them instead.
+        "--blanks_separate_docs", "false", *extra,
+    ]
+    if objective == "mlm":
+        argv += ["--mask_token_prob", str(args.mlm_mask_token_prob), "--random_token_prob", str(args.mlm_random_token_prob)]
+    return argv
+
+
+def calibrate(args, work: Path) -> dict[str, float]:
+    """Tokens/s of each objective on this machine (the last logging window of a short run)."""
+    record = work / "calibration.json"
+    if record.is_file():
+        return json.loads(record.read_text())
+    rates = {}
+    for objective in OBJECTIVES:
+        out = work / f"calibrate_{objective}"
+        steps = args.calibration_steps
+        train_pretrain.main(pretrain_argv(args, objective, out, steps, ["--overwrite_output_dir", "--logging_steps",
+                                                                       str(steps // 2), "--eval_steps", "0",
+                                                                       "--checkpointing_steps", "0"]))
+        last = [row for row in read_metrics(out / "metrics.jsonl") if "train/tokens_per_second" in row][-1]
+        rates[objective] = last["train/tokens_per_second"]
+    record.write_text(json.dumps(rates, indent=2))
+    return rates
+
+
+def pretrain(args, work: Path, objective: str, tokens_per_second: float) -> dict:
+    out = work / f"pretrain_{objective}"
+    done = out / "results.json"
+    tokens_per_step = args.batch_size * args.max_seq_length * 0.97  # packed examples are ~97% full
+    max_steps = max(8, int(args.budget_minutes * 60 * tokens_per_second / tokens_per_step))
+    if not done.is_file():
+        started = time.perf_counter()
+        extra = ["--resume_from_checkpoint", "latest"] if (out / "checkpoints").is_dir() else []
+        train_pretrain.main(pretrain_argv(args, objective, out, max_steps, extra))
+        (out / "wall_seconds.txt").write_text(f"{time.perf_counter() - started:.1f}\n")
+    results = json.loads(done.read_text())
+    config = ElectraPretrainingConfig.from_pretrained(list_checkpoints(out / "checkpoints")[-1][1])
+    steps = results["completed_steps"]
+    sequences_per_step = args.batch_size
+    flops_per_step = sequences_per_step * pretraining_flops_per_sequence(
+        config, args.max_seq_length, config.max_predictions_per_seq)["total"]
+    return {"output_dir": out, "max_steps": steps, "flops_per_step": flops_per_step, "config": config,
+            "wall_seconds": float((out / "wall_seconds.txt").read_text()) if (out / "wall_seconds.txt").is_file() else None,
+            "eval": results["eval"]}
+
+
+def finetune(args, work: Path, objective: str, checkpoint: Path, fraction: float) -> dict:
+    out = work / f"glue_{objective}_{int(fraction * 100)}"
+    done = out / "results.json"
+    if not done.is_file():
+        argv = [
+            "--model_name_or_path", str(checkpoint), "--task_name", args.tasks, "--data_dir", str(Path(args.shared_dir) / "glue"),
+            "--output_dir", str(out), "--seeds", *map(str, args.seeds), "--learning_rate", str(args.finetune_learning_rate),
+            "--layer_decay", str(args.finetune_layer_decay), "--max_train_samples", str(args.max_finetune_samples),
+            "--save_model", "false",
+        ]
+        if args.finetune_epochs is not None:
+            argv += ["--num_train_epochs", str(args.finetune_epochs)]
+        train_glue.main(argv)
+    return json.loads(done.read_text())
+
+
+def report(args, runs: dict, glue: dict, results_dir: Path) -> None:
+    tasks = [task.name for task in resolve_task_names(args.tasks)]
+    rows, table = [], []
+    header = "| objective | budget | steps | pre-training FLOPs | " + " | ".join(tasks) + " | GLUE avg |"
+    table += [header, "|" + "---|" * (5 + len(tasks))]
+    for objective in OBJECTIVES:
+        for fraction in BUDGET_POINTS:
+            result = glue[(objective, fraction)]
+            steps = int(round(runs[objective]["max_steps"] * fraction))
+            flops = steps * runs[objective]["flops_per_step"]
+            scores = {name: result["glue_average"]["per_task"].get(name, float("nan")) for name in tasks}  # ×100 already
+            average = result["glue_average"]["average"]
+            rows.append({"objective": objective, "budget_fraction": fraction, "steps": steps, "flops": flops,
+                         "scores": scores, "glue_average": average})
+            table.append(f"| {objective} | {int(fraction * 100)}% | {steps} | {flops:.3g} | "
+                         + " | ".join(f"{scores[name]:.1f}" for name in tasks) + f" | {average:.1f} |")
+    held_out = ["", "Held-out (Gutenberg shard 05) pre-training metrics at the end:", "",
+                "| objective | generator loss | generator acc | discriminator loss | discriminator acc | discriminator AUC |",
+                "|---|---|---|---|---|---|"]
+    for objective in OBJECTIVES:
+        ev = runs[objective]["eval"]
+        held_out.append(f"| {objective} | {ev.get('generator_loss', float('nan')):.3f} | {ev.get('generator_accuracy', float('nan')):.3f} | "
+                        f"{ev.get('discriminator_loss', float('nan')):.4f} | {ev.get('discriminator_accuracy', float('nan')):.3f} | "
+                        f"{ev.get('discriminator_auc', float('nan')):.3f} |")
+    setup = (f"Setup: preset `{args.preset}`, vocab {args.vocab_size}, seq {args.max_seq_length}, batch {args.batch_size}, "
+             f"LR {args.learning_rate}, {args.budget_minutes} min of pre-training per objective; fine-tuning LR "
+             f"{args.finetune_learning_rate}, layer decay {args.finetune_layer_decay}, ≤{args.max_finetune_samples} training "
+             f"examples per task, seeds {args.seeds} (median). GLUE scores: CoLA MCC, STS-B Spearman, others accuracy (dev).")
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / f"{args.tag}.md").write_text("\n".join([f"# {args.tag}", "", setup, "", *table, *held_out]) + "\n")
+    (results_dir / f"{args.tag}.json").write_text(json.dumps({"args": vars(args), "rows": rows,
+                                                              "held_out": {o: runs[o]["eval"] for o in OBJECTIVES},
+                                                              "wall_seconds": {o: runs[o]["wall_seconds"] for o in OBJECTIVES}},
+                                                             indent=2, default=str))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for objective, label in (("electra", "ELECTRA (RTD)"), ("mlm", "masked LM")):
+        points = [(row["flops"], row["glue_average"]) for row in rows if row["objective"] == objective]
+        axis.plot(*zip(*points), marker="o", label=label)
+    axis.set_xlabel("pre-training FLOPs")
+    axis.set_ylabel("GLUE dev average (median of seeds)")
+    axis.set_title(f"{args.tag}: {args.preset} encoder, equal wall-clock")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(results_dir / f"{args.tag}.png", dpi=100)
+    print("\n".join([setup, "", *table, *held_out]))
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    work = Path(args.work_dir) / args.tag
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    rates = calibrate(args, work)
+    logger.info("calibrated tokens/s: %s", rates)
+    runs = {objective: pretrain(args, work, objective, rates[objective]) for objective in OBJECTIVES}
+    glue = {}
+    for objective in OBJECTIVES:
+        checkpoints = dict(list_checkpoints(runs[objective]["output_dir"] / "checkpoints"))
+        max_steps = runs[objective]["max_steps"]
+        for fraction in BUDGET_POINTS:
+            step = min(checkpoints, key=lambda s: abs(s - fraction * max_steps))
+            glue[(objective, fraction)] = finetune(args, work, objective, checkpoints[step], fraction)
+    report(args, runs, glue, Path(args.results_dir))
+    logger.info("experiment done in %.1f min", (time.perf_counter() - started) / 60)
+
+
+if __name__ == "__main__":
+    main()
