@@ -17,11 +17,7 @@ writes the GLUE server's submission files (from the seed with the best dev score
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import math
-import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,13 +25,25 @@ from typing import Any
 import numpy as np
 
 import electra_hf.heads  # noqa: F401  (registers the official head with the Auto classes)
+from electra_hf import scripts_common
 from electra_hf.finetuning import (
     FinetuningArguments,
-    args_to_dict,
     make_accelerator,
     make_collator,
     resolve_learning_rate_and_layer_decay,
     run_with_seeds,
+)
+from electra_hf.scripts_common import (  # noqa: F401  (resolve_discriminator_path, check_vocab: part of this script's API)
+    check_vocab,
+    first_n,
+    init_trackers,
+    load_discriminator_and_tokenizer,
+    metrics_table,
+    model_load_kwargs,
+    plain_electra_config,
+    resolve_discriminator_path,
+    setup_logging,
+    write_results,
 )
 from electra_hf.tasks.glue import (
     GLUE_TASKS,
@@ -54,24 +62,13 @@ HEADS = ("official", "hf")
 
 
 @dataclass
-class ModelArguments:
+class ModelArguments(scripts_common.ModelArguments):
     """Which checkpoint, tokenizer and classification head to fine-tune."""
 
-    model_name_or_path: str = field(
-        metadata={"help": "An ELECTRA discriminator: a local export folder or a Hub id "
-                          "(e.g. google/electra-small-discriminator)."})
-    tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer, if not the model's own."})
     head: str = field(
         default="official",
         metadata={"help": "official: dropout + one linear layer on [CLS] (the paper's head, electra_hf.heads); "
                           "hf: transformers' ElectraForSequenceClassification (two-layer head)."})
-    classifier_dropout: float | None = field(
-        default=None, metadata={"help": "Dropout before the classifier. None: the model's hidden_dropout_prob (0.1)."})
-    attn_implementation: str | None = field(default=None, metadata={"help": "eager | sdpa (default: transformers')."})
-    cache_dir: str | None = field(default=None, metadata={"help": "Cache for Hub downloads."})
-    allow_vocab_size_mismatch: bool = field(
-        default=False,
-        metadata={"help": "Accept a tokenizer smaller than the model's vocab_size (embeddings padded on purpose)."})
 
     def __post_init__(self):
         if self.head not in HEADS:
@@ -104,42 +101,9 @@ class DataArguments:
 
 
 # --------------------------------------------------------------------------------------------
-def resolve_discriminator_path(path: str) -> str:
-    """Map ``--model_name_or_path`` to something ``from_pretrained`` loads.
-
-    Plain checkpoints and Hub ids pass through; an ``export_pretrained`` folder gives its
-    ``discriminator/`` (or ``mlm/``); an electra_hf pre-training checkpoint (a
-    ``train_pretrain.py`` checkpoint folder or a saved ``ElectraForRTDPretraining``) is exported
-    once next to it and its discriminator is used.
-    """
-    from electra_hf.export import finetuning_checkpoint
-
-    return finetuning_checkpoint(path)
-
-
 def parse_args(argv: list[str] | None = None):
-    from transformers import HfArgumentParser
-
-    parser = HfArgumentParser((ModelArguments, DataArguments, FinetuningArguments))
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(os.path.abspath(argv[0]))
-    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
-        return parser.parse_yaml_file(os.path.abspath(argv[0]))
-    return parser.parse_args_into_dataclasses(args=argv)
-
-
-def check_vocab(tokenizer, config, model_path: str, tokenizer_path: str, allow_smaller: bool) -> None:
-    """The tokenizer must produce ids the embedding table has."""
-    n_tok, n_model = len(tokenizer), config.vocab_size
-    if n_tok == n_model or (allow_smaller and n_tok < n_model):
-        return
-    raise ValueError(
-        f"Tokenizer vocabulary ({n_tok} tokens, {tokenizer_path}) does not match the model's vocab_size "
-        f"({n_model}, {model_path}). Use the tokenizer the model was pre-trained with (--tokenizer_name)"
-        + ("" if n_tok > n_model else "; if the embeddings were padded on purpose pass --allow_vocab_size_mismatch")
-        + "."
-    )
+    """Flags, or one .json/.yaml file holding them all."""
+    return scripts_common.parse_args((ModelArguments, DataArguments, FinetuningArguments), argv)
 
 
 def _build_model_init(task: GlueTask, model_args: ModelArguments, model_path: str, base_config):
@@ -157,20 +121,13 @@ def _build_model_init(task: GlueTask, model_args: ModelArguments, model_path: st
     )
     if model_args.classifier_dropout is not None:
         overrides["classifier_dropout"] = model_args.classifier_dropout
-    load_kwargs: dict[str, Any] = dict(cache_dir=model_args.cache_dir)
-    if model_args.attn_implementation:
-        load_kwargs["attn_implementation"] = model_args.attn_implementation
+    load_kwargs = model_load_kwargs(model_args)
 
     if model_args.head == "official":
         config = ElectraOfficialHeadConfig.from_electra_config(base_config, **overrides)
         model_class = ElectraOfficialHeadForSequenceClassification
     else:
-        from transformers import ElectraConfig
-
-        values = base_config.to_dict()
-        for key in ("model_type", "architectures", "auto_map", "transformers_version", "id2label", "label2id"):
-            values.pop(key, None)
-        config = ElectraConfig(**{**values, **overrides})
+        config = plain_electra_config(base_config, **overrides)
         model_class = ElectraForSequenceClassification
 
     def model_init():
@@ -193,24 +150,13 @@ def _tokenize(dataset, tokenizer, task: GlueTask, args: FinetuningArguments, num
                        desc=f"tokenizing {task.name}")
 
 
-def _first(dataset, n: int | None):
-    return dataset if n is None or n >= len(dataset) else dataset.select(range(n))
-
-
-def _format(value: float | None) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.2f}"
-
-
 def results_markdown(results: dict[str, Any]) -> str:
     """One row per task and metric: one column per seed, then the median (all ×100); last row:
     the GLUE average of the medians as the paper computes it."""
     seeds = results["seeds"]
-    lines = ["| task | metric | " + " | ".join(f"seed {s}" for s in seeds) + " | median |",
-             "|---|---|" + "---:|" * (len(seeds) + 1)]
-    for name, res in results["tasks"].items():
-        for key in res["metric_keys"]:
-            per_seed = " | ".join(_format(m.get(key)) for m in res["per_seed"])
-            lines.append(f"| {name} | {key} | {per_seed} | {_format(res['median'].get(key))} |")
+    rows = [(name, key, [m.get(key) for m in res["per_seed"]], res["median"].get(key))
+            for name, res in results["tasks"].items() for key in res["metric_keys"]]
+    lines = metrics_table("task", rows, seeds)
     avg = results["glue_average"]
     note = "" if avg["complete"] else f" (partial: without {', '.join(avg['missing'])})"
     value = "–" if avg["average"] is None else f"{avg['average']:.2f}"
@@ -219,56 +165,23 @@ def results_markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _json_safe(obj):
-    if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
-        return None
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Parse arguments, fine-tune every requested task for every seed; returns the results dict
     (also written to ``<output_dir>/results.json`` and ``results.md``)."""
     model_args, data_args, ft_args = parse_args(argv)
 
-    import datasets
-    import transformers
-    from transformers import AutoConfig, AutoTokenizer
-
     accelerator = make_accelerator(ft_args)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        level=logging.INFO if accelerator.is_local_main_process else logging.WARNING)
-    if not accelerator.is_local_main_process:
-        datasets.utils.logging.set_verbosity_error()
-        transformers.utils.logging.set_verbosity_error()
+    setup_logging(accelerator)
 
     tasks = resolve_task_names(data_args.task_name)
     if any(not t.trainable for t in tasks):
         raise ValueError("--task_name AX: the diagnostic set has no training data; it is predicted with the MNLI "
                          "model (--task_name mnli --do_predict).")
 
-    model_path = resolve_discriminator_path(model_args.model_name_or_path)
-    tokenizer_path = model_args.tokenizer_name or model_path
-    base_config = AutoConfig.from_pretrained(model_path, cache_dir=model_args.cache_dir)
-    if not hasattr(base_config, "embedding_size") or "electra" not in base_config.model_type:
-        raise ValueError(f"--model_name_or_path {model_path}: model_type {base_config.model_type!r} is not an "
-                         f"ELECTRA discriminator")
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path, cache_dir=model_args.cache_dir)
-    check_vocab(tokenizer, base_config, model_path, tokenizer_path, model_args.allow_vocab_size_mismatch)
-    if ft_args.max_seq_length > base_config.max_position_embeddings:
-        raise ValueError(f"--max_seq_length {ft_args.max_seq_length} exceeds the model's max_position_embeddings "
-                         f"({base_config.max_position_embeddings}, {model_path})")
+    model_path, base_config, tokenizer = load_discriminator_and_tokenizer(model_args, ft_args.max_seq_length)
     collator = make_collator(tokenizer, ft_args)
     learning_rate, layer_decay = resolve_learning_rate_and_layer_decay(ft_args, base_config)
-
-    if ft_args.report_to:
-        accelerator.init_trackers(ft_args.tracker_project_name, config={
-            **args_to_dict(ft_args), **args_to_dict(model_args), **args_to_dict(data_args)})
+    init_trackers(accelerator, ft_args, model_args, data_args)
 
     output_dir = Path(ft_args.output_dir)
     data_dir = data_args.data_dir
@@ -279,16 +192,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                "seeds": list(ft_args.seeds), "tasks": {}}
     for task in tasks:
         with accelerator.main_process_first():
-            train_raw = _first(load_glue_split(task, data_dir, "train", **load), data_args.max_train_samples)
-            eval_raw = {s: _first(load_glue_split(task, data_dir, s, **load), data_args.max_eval_samples)
+            train_raw = first_n(load_glue_split(task, data_dir, "train", **load), data_args.max_train_samples)
+            eval_raw = {s: first_n(load_glue_split(task, data_dir, s, **load), data_args.max_eval_samples)
                         for s in task.eval_splits}
             predict_raw = {}
             if data_args.do_predict:
-                predict_raw = {s: _first(load_glue_split(task, data_dir, s, **load), data_args.max_predict_samples)
+                predict_raw = {s: first_n(load_glue_split(task, data_dir, s, **load), data_args.max_predict_samples)
                                for s, _ in task.submissions}
                 for other in GLUE_TASKS.values():  # AX is predicted by the MNLI model
                     if other.predicted_by == task.name:
-                        predict_raw[f"{other.name}/test"] = _first(load_glue_split(other, data_dir, "test", **load),
+                        predict_raw[f"{other.name}/test"] = first_n(load_glue_split(other, data_dir, "test", **load),
                                                                    data_args.max_predict_samples)
         if task.train_on_swapped_pairs and data_args.swap_pairs:
             train_raw = add_swapped_pairs(train_raw)
@@ -344,9 +257,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     results["glue_average"] = glue_average({name: r["median"] for name, r in results["tasks"].items()})
     if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "results.json").write_text(json.dumps(_json_safe(results), indent=2))
-        (output_dir / "results.md").write_text(results_markdown(results))
+        write_results(output_dir, results, results_markdown(results))
         logger.info("results: %s\n%s", output_dir / "results.json", results_markdown(results))
     accelerator.wait_for_everyone()
     accelerator.end_training()

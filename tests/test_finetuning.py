@@ -279,7 +279,7 @@ def test_missing_tracker_is_an_error(tmp_path, monkeypatch):
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("tensorboard", "tensorboardX") else real(name, *a))
-    with pytest.raises(ImportError, match="tensorboard"):
+    with pytest.raises(ValueError, match="tensorboard package is not installed"):
         make_accelerator(FinetuningArguments(output_dir=str(tmp_path), report_to=["tensorboard"]))
 
 

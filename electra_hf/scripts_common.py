@@ -1,0 +1,271 @@
+"""What the fine-tuning scripts (train_glue.py, train_tagging.py, train_squad.py) share.
+
+The training loop itself lives in :mod:`electra_hf.finetuning`; this module holds the glue
+around it that every script would otherwise repeat: arguments from flags or one .json/.yaml
+file, loading the discriminator to fine-tune (pre-training checkpoints and exports included)
+with its tokenizer and the checks that catch mismatches early, logging and trackers, the
+results files (JSON + a Markdown table with one column per seed and the median), and
+:class:`EvalRecorder`, which keeps the by-products of each evaluation (predicted tags, answer
+texts) so that scripts write predictions without a second pass over the data.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "ModelArguments",
+    "parse_args",
+    "resolve_discriminator_path",
+    "check_vocab",
+    "load_discriminator_and_tokenizer",
+    "plain_electra_config",
+    "model_load_kwargs",
+    "setup_logging",
+    "init_trackers",
+    "first_n",
+    "json_safe",
+    "format_metric",
+    "metrics_table",
+    "write_results",
+    "EvalRecorder",
+]
+
+
+@dataclass
+class ModelArguments:
+    """Which checkpoint and tokenizer to fine-tune (the arguments every fine-tuning script takes)."""
+
+    model_name_or_path: str = field(
+        metadata={"help": "An ELECTRA discriminator: a local export folder, a train_pretrain.py checkpoint, or a "
+                          "Hub id (e.g. google/electra-small-discriminator)."})
+    tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer, if not the model's own."})
+    classifier_dropout: float | None = field(
+        default=None,
+        metadata={"help": "Dropout before the output layer (classification and tagging heads; the QA head has "
+                          "none). None: the model's hidden_dropout_prob (0.1)."})
+    attn_implementation: str | None = field(default=None, metadata={"help": "eager | sdpa (default: transformers')."})
+    cache_dir: str | None = field(default=None, metadata={"help": "Cache for Hub downloads."})
+    allow_vocab_size_mismatch: bool = field(
+        default=False,
+        metadata={"help": "Accept a tokenizer smaller than the model's vocab_size (embeddings padded on purpose)."})
+
+
+def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = None) -> tuple:
+    """Parse ``argv`` (default ``sys.argv[1:]``) into the given dataclasses; a single ``.json``,
+    ``.yaml`` or ``.yml`` argument is read as a config file holding all the arguments."""
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(tuple(dataclass_types))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        return parser.parse_json_file(os.path.abspath(argv[0]))
+    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
+        return parser.parse_yaml_file(os.path.abspath(argv[0]))
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def resolve_discriminator_path(path: str) -> str:
+    """Map ``--model_name_or_path`` to something ``from_pretrained`` loads.
+
+    Plain checkpoints and Hub ids pass through; an ``export_pretrained`` folder gives its
+    ``discriminator/`` (or ``mlm/``); an electra_hf pre-training checkpoint (a
+    ``train_pretrain.py`` checkpoint folder or a saved ``ElectraForRTDPretraining``) is exported
+    once next to it and its discriminator is used.
+    """
+    from electra_hf.export import finetuning_checkpoint
+
+    return finetuning_checkpoint(path)
+
+
+def check_vocab(tokenizer, config, model_path: str, tokenizer_path: str, allow_smaller: bool) -> None:
+    """The tokenizer must produce ids the embedding table has."""
+    n_tok, n_model = len(tokenizer), config.vocab_size
+    if n_tok == n_model or (allow_smaller and n_tok < n_model):
+        return
+    raise ValueError(
+        f"Tokenizer vocabulary ({n_tok} tokens, {tokenizer_path}) does not match the model's vocab_size "
+        f"({n_model}, {model_path}). Use the tokenizer the model was pre-trained with (--tokenizer_name)"
+        + ("" if n_tok > n_model else "; if the embeddings were padded on purpose pass --allow_vocab_size_mismatch")
+        + "."
+    )
+
+
+def load_discriminator_and_tokenizer(model_args: ModelArguments, max_seq_length: int, need_fast_tokenizer: str = ""):
+    """Resolve the checkpoint, load its config and tokenizer, and check that they fit together.
+
+    Returns ``(model_path, base_config, tokenizer)``. Raises ``ValueError`` for a model that is not
+    an ELECTRA discriminator, a tokenizer whose vocabulary does not match, a ``max_seq_length``
+    beyond the position embeddings, or (with ``need_fast_tokenizer`` = the reason) a slow tokenizer.
+    """
+    from transformers import AutoConfig, AutoTokenizer
+
+    model_path = resolve_discriminator_path(model_args.model_name_or_path)
+    tokenizer_path = model_args.tokenizer_name or model_path
+    base_config = AutoConfig.from_pretrained(model_path, cache_dir=model_args.cache_dir)
+    if not hasattr(base_config, "embedding_size") or "electra" not in base_config.model_type:
+        raise ValueError(f"--model_name_or_path {model_path}: model_type {base_config.model_type!r} is not an "
+                         f"ELECTRA discriminator")
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path, cache_dir=model_args.cache_dir)
+    check_vocab(tokenizer, base_config, model_path, tokenizer_path, model_args.allow_vocab_size_mismatch)
+    if need_fast_tokenizer and not getattr(tokenizer, "is_fast", False):
+        raise ValueError(f"{tokenizer_path}: {type(tokenizer).__name__} is a slow tokenizer; {need_fast_tokenizer} "
+                         f"needs a fast one (a tokenizer.json, or --tokenizer_name of a fast tokenizer).")
+    if max_seq_length > base_config.max_position_embeddings:
+        raise ValueError(f"--max_seq_length {max_seq_length} exceeds the model's max_position_embeddings "
+                         f"({base_config.max_position_embeddings}, {model_path})")
+    return model_path, base_config, tokenizer
+
+
+def plain_electra_config(base_config, **overrides):
+    """A plain ``ElectraConfig`` with every field of ``base_config`` and ``overrides`` (num_labels,
+    id2label, ...) on top. Architecture entries are dropped so the fine-tuned model's config names
+    only its own class (no ``auto_map``: it must load with transformers alone)."""
+    from transformers import ElectraConfig
+
+    values = base_config.to_dict()
+    for key in ("model_type", "architectures", "auto_map", "transformers_version", "id2label", "label2id"):
+        values.pop(key, None)
+    return ElectraConfig(**{**values, **overrides})
+
+
+def model_load_kwargs(model_args: ModelArguments) -> dict[str, Any]:
+    """Keyword arguments for ``from_pretrained`` that come from the model arguments."""
+    kwargs: dict[str, Any] = dict(cache_dir=model_args.cache_dir)
+    if model_args.attn_implementation:
+        kwargs["attn_implementation"] = model_args.attn_implementation
+    return kwargs
+
+
+def setup_logging(accelerator) -> None:
+    """INFO logs on the local main process; only warnings from the others (one copy of each line)."""
+    import datasets
+    import transformers
+
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        level=logging.INFO if accelerator.is_local_main_process else logging.WARNING)
+    if not accelerator.is_local_main_process:
+        datasets.utils.logging.set_verbosity_error()
+        transformers.utils.logging.set_verbosity_error()
+
+
+def init_trackers(accelerator, ft_args, *other_args) -> None:
+    """Start the ``--report_to`` trackers with every argument as the run's hyper-parameters."""
+    from electra_hf.finetuning import args_to_dict
+
+    if ft_args.report_to:
+        config: dict[str, Any] = dict(args_to_dict(ft_args))
+        for args in other_args:
+            config.update(args_to_dict(args))
+        accelerator.init_trackers(ft_args.tracker_project_name, config=config)
+
+
+def first_n(dataset, n: int | None):
+    """The first ``n`` rows of ``dataset`` (all of them when ``n`` is None or larger)."""
+    return dataset if n is None or n >= len(dataset) else dataset.select(range(n))
+
+
+def json_safe(obj):
+    """``obj`` with NaN/inf as None and numpy scalars as Python numbers (strict JSON)."""
+    if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
+        return None
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return json_safe(obj.item())
+    return obj
+
+
+def format_metric(value: float | None, scale: float = 100.0) -> str:
+    """``value × scale`` with two decimals; ``–`` for a missing or NaN value."""
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{scale * value:.2f}"
+
+
+def metrics_table(first_column: str, rows: Iterable[tuple[str, str, Sequence[float | None], float | None]],
+                  seeds: Sequence[Any], scale: float = 100.0) -> list[str]:
+    """Markdown table lines: one row per ``(name, metric, per-seed values, median)``, one column
+    per seed, then the median (values × ``scale``)."""
+    lines = [f"| {first_column} | metric | " + " | ".join(f"seed {s}" for s in seeds) + " | median |",
+             "|---|---|" + "---:|" * (len(seeds) + 1)]
+    for name, key, per_seed, median in rows:
+        values = " | ".join(format_metric(v, scale) for v in per_seed)
+        lines.append(f"| {name} | {key} | {values} | {format_metric(median, scale)} |")
+    return lines
+
+
+def write_results(output_dir: str | os.PathLike, results: Mapping[str, Any], markdown: str) -> Path:
+    """Write ``results.json`` (strict JSON) and ``results.md`` into ``output_dir``; returns the JSON path."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "results.json").write_text(json.dumps(json_safe(dict(results)), indent=2))
+    (output_dir / "results.md").write_text(markdown)
+    return output_dir / "results.json"
+
+
+@dataclass
+class _Evaluation:
+    split: str
+    metrics: dict[str, float]  # keyed "<split>/<name>", as the loop reports them
+    artifact: Any
+
+
+class EvalRecorder:
+    """A ``compute_metrics`` callback that also keeps what each evaluation produced.
+
+    ``score(split, EvalPrediction) -> (metrics, artifact)`` computes the metrics and a by-product
+    (predicted tags, answer texts). The loop only passes metrics on; after
+    :func:`~electra_hf.finetuning.run_with_seeds`, :meth:`artifacts_per_run` gives each run the
+    artifacts of the evaluation its reported metrics come from: the last one, or the best one
+    with ``metric_for_best_model``. This works because the loop evaluates the splits of
+    ``eval_datasets`` in order, every evaluation is recorded in ``eval_history``, and seeds run
+    one after the other. Every process computes the same (gathered) predictions, so every
+    process records the same artifacts.
+    """
+
+    def __init__(self, score: Callable[[str, Any], tuple[Mapping[str, float], Any]], splits: Sequence[str]):
+        self.score = score
+        self.splits = list(splits)
+        self._evaluations: list[_Evaluation] = []
+
+    def __call__(self, split: str, prediction) -> Mapping[str, float]:
+        metrics, artifact = self.score(split, prediction)
+        self._evaluations.append(_Evaluation(split, {f"{split}/{k}": float(v) for k, v in metrics.items()}, artifact))
+        return metrics
+
+    @staticmethod
+    def _same(a: float | None, b: float | None) -> bool:
+        return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
+
+    def artifacts_per_run(self, runs: Sequence[Any]) -> list[dict[str, Any]]:
+        """``[{split: artifact}]``, one dict per :class:`~electra_hf.finetuning.FinetuningResult` in ``runs``
+        (which must be all the runs this recorder scored, in order)."""
+        per_eval = len(self.splits)
+        expected = sum(len(run.eval_history) for run in runs) * per_eval
+        if expected != len(self._evaluations):
+            raise RuntimeError(f"EvalRecorder saw {len(self._evaluations)} evaluations, the runs report {expected}: "
+                               f"was it shared with other runs?")
+        out, cursor = [], 0
+        for run in runs:
+            evaluations = [self._evaluations[cursor + i * per_eval: cursor + (i + 1) * per_eval]
+                           for i in range(len(run.eval_history))]
+            cursor += len(evaluations) * per_eval
+            chosen = len(evaluations) - 1  # the final evaluation unless an earlier one was kept as best
+            for index in range(len(evaluations) - 1, -1, -1):
+                reported = run.eval_history[index][1]
+                if all(self._same(run.metrics.get(k), v) for k, v in reported.items()):
+                    chosen = index
+                    break
+            out.append({e.split: e.artifact for e in evaluations[chosen]} if evaluations else {})
+        return out

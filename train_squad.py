@@ -1,0 +1,274 @@
+#!/usr/bin/env python
+"""Fine-tune an ELECTRA discriminator for extractive question answering (SQuAD v1.1 / v2.0).
+
+    accelerate launch train_squad.py --model_name_or_path google/electra-small-discriminator \\
+        --train_file train-v1.1.json --validation_file dev-v1.1.json --seeds 1 2 3 \\
+        --output_dir outputs/squad-small
+
+Data: SQuAD-format JSON files (plain or .gz; ``--version_2_with_negative`` for v2.0's unanswerable
+questions), or a Hub data set in the ``squad``/``squad_v2`` layout (``--dataset_name``).
+``--split_by_article N`` trains on the first N articles of the one file given and evaluates on
+the others, so no context is in both parts (with only SQuAD v1.1 dev at hand:
+``--train_file dev-v1.1.json.gz --split_by_article 40`` gives 8,981 / 1,589 questions).
+
+Long contexts are cut into windows of ``max_seq_length`` tokens overlapping by ``doc_stride``; at
+evaluation the ``n_best_size`` best start and end positions of every window are paired into spans
+of at most ``max_answer_length`` tokens, the best span over all windows is mapped back to the
+context text, and the official SQuAD script's exact match and F1 are computed (v2.0: a question
+is answered "no answer" when the null score beats the best span by more than
+``null_score_diff_threshold``). Defaults are the official ELECTRA SQuAD settings: length 512,
+stride 128, question ≤ 64 tokens, n-best 20, answers ≤ 30 tokens, 2 epochs, the size's learning
+rate and layer-wise decay, 10% warm-up.
+
+The head is transformers' ``ElectraForQuestionAnswering`` (one linear layer giving start and end
+logits) so that the fine-tuned model loads with plain ``AutoModelForQuestionAnswering``.
+transformers 5 removed ``pipeline("question-answering")`` (it is listed in
+``transformers.pipelines.REMOVED_TASKS``); the model is the standard kind that pipeline served in
+transformers 4, and the span search it did is a dozen lines (see tests/test_scripts_squad.py).
+The official ELECTRA code uses a richer head (end logits conditioned on the start, beam search,
+and an answerability classifier for v2.0): expect its published SQuAD numbers to be somewhat
+higher than this head's.
+
+Per seed and as the median over seeds, the metrics go to ``<output_dir>/results.json`` and
+``results.md``; each seed's answers go to ``<output_dir>/seed_<seed>/predictions.json`` (``{id:
+answer}``, the official evaluation script's input; v2.0 also ``null_odds.json``, null score minus
+best span score per question, for the script's ``--na-prob-file``). All arguments can also come
+from one .json/.yaml file: ``python train_squad.py config.yaml``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from electra_hf.finetuning import (
+    FinetuningArguments,
+    make_accelerator,
+    make_collator,
+    resolve_learning_rate_and_layer_decay,
+    run_with_seeds,
+)
+from electra_hf.scripts_common import (
+    EvalRecorder,
+    ModelArguments,
+    first_n,
+    init_trackers,
+    load_discriminator_and_tokenizer,
+    metrics_table,
+    model_load_kwargs,
+    plain_electra_config,
+    setup_logging,
+    write_results,
+)
+from electra_hf.scripts_common import parse_args as parse_dataclasses
+from electra_hf.tasks.qa import (
+    QA_NON_MODEL_COLUMNS,
+    load_hub_squad,
+    postprocess_qa_predictions,
+    prepare_eval_features,
+    prepare_train_features,
+    read_squad,
+    split_by_article,
+    squad_metrics,
+)
+
+logger = logging.getLogger("train_squad")
+
+QA_LABEL_NAMES = ("start_positions", "end_positions")
+V1_TABLE_METRICS = ("exact_match", "f1")
+V2_TABLE_METRICS = ("exact", "f1", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1")
+
+
+@dataclass
+class SquadFinetuningArguments(FinetuningArguments):
+    """The shared fine-tuning arguments with the official SQuAD defaults for length and epochs."""
+
+    max_seq_length: int = field(
+        default=512, metadata={"help": "Tokens per window: question + context + 3 special tokens (official: 512)."})
+    num_train_epochs: float | None = field(default=2.0, metadata={"help": "Epochs (official for SQuAD: 2)."})
+
+
+@dataclass
+class DataArguments:
+    """Where the questions come from, and how they are windowed and answered."""
+
+    train_file: str | None = field(default=None, metadata={"help": "SQuAD-format JSON for training (plain or .gz)."})
+    validation_file: str | None = field(
+        default=None, metadata={"help": "SQuAD-format JSON to evaluate on (plain or .gz)."})
+    dataset_name: str | None = field(
+        default=None, metadata={"help": "Hub data set in the squad/squad_v2 layout instead of files."})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Configuration of --dataset_name."})
+    train_split: str = field(default="train", metadata={"help": "Hub data set: the training split."})
+    validation_split: str = field(default="validation", metadata={"help": "Hub data set: the evaluation split."})
+    split_by_article: int | None = field(
+        default=None,
+        metadata={"help": "Train on the first N articles of the one file (or Hub training split) given and "
+                          "evaluate on the remaining articles (no context in both)."})
+    version_2_with_negative: bool = field(
+        default=False, metadata={"help": "SQuAD v2.0: some questions have no answer (predicted as '')."})
+    doc_stride: int = field(
+        default=128, metadata={"help": "Tokens of context shared by consecutive windows of a long context."})
+    max_query_length: int = field(default=64, metadata={"help": "Questions are cut to this many tokens."})
+    n_best_size: int = field(
+        default=20, metadata={"help": "Start and end candidates per window paired in the span search."})
+    max_answer_length: int = field(default=30, metadata={"help": "Longest answer span, in tokens."})
+    null_score_diff_threshold: float = field(
+        default=0.0,
+        metadata={"help": "v2.0: predict no answer when null score − best span score exceeds this "
+                          "(tune it on dev with null_odds.json)."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training questions."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N evaluation questions."})
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
+
+    def __post_init__(self):
+        files = [f for f in (self.train_file, self.validation_file) if f]
+        if self.dataset_name is not None and files:
+            raise ValueError("Give either --dataset_name or --train_file/--validation_file, not both")
+        if self.split_by_article is not None:
+            if self.split_by_article < 1:
+                raise ValueError(f"--split_by_article must be ≥ 1, got {self.split_by_article}")
+            if self.dataset_name is None and len(files) != 1:
+                raise ValueError("--split_by_article splits one file: give --train_file (or --validation_file) "
+                                 "alone")
+        elif self.dataset_name is None and not (self.train_file and self.validation_file):
+            raise ValueError("Give --train_file and --validation_file, one file with --split_by_article N, or "
+                             "--dataset_name")
+
+
+# --------------------------------------------------------------------------------------------
+def parse_args(argv: list[str] | None = None):
+    """Flags, or one .json/.yaml file holding them all."""
+    return parse_dataclasses((ModelArguments, DataArguments, SquadFinetuningArguments), argv)
+
+
+def load_raw_splits(data_args: DataArguments, cache_dir: str | None) -> tuple[Any, Any]:
+    """``(train, eval)`` Datasets of questions in the SQuAD layout. Malformed files raise
+    ``ValueError`` naming the file and the line, or the article/question."""
+    if data_args.dataset_name is not None:
+        train = load_hub_squad(data_args.dataset_name, data_args.dataset_config_name, split=data_args.train_split,
+                               cache_dir=cache_dir)
+        if data_args.split_by_article is None:
+            return train, load_hub_squad(data_args.dataset_name, data_args.dataset_config_name,
+                                         split=data_args.validation_split, cache_dir=cache_dir)
+        source = f"{data_args.dataset_name}:{data_args.train_split}"
+    elif data_args.split_by_article is None:
+        return read_squad(data_args.train_file), read_squad(data_args.validation_file)
+    else:
+        source = data_args.train_file or data_args.validation_file
+        train = read_squad(source)
+    try:
+        return split_by_article(train, data_args.split_by_article)
+    except ValueError as e:  # name the flag and the file, not the function's parameter
+        raise ValueError(f"--split_by_article {data_args.split_by_article} ({source}): {e}") from e
+
+
+def check_answerability(train, version_2_with_negative: bool, source: str) -> None:
+    """Unanswerable questions (empty answer lists) need ``--version_2_with_negative``: v1.1 training
+    would silently teach the model to point at [CLS] without the evaluation ever predicting it."""
+    if version_2_with_negative:
+        return
+    unanswerable = sum(1 for answers in train["answers"] if not answers["text"])
+    if unanswerable:
+        raise ValueError(f"{source}: {unanswerable} of {len(train)} training questions have no answer (SQuAD v2.0); "
+                         f"pass --version_2_with_negative")
+
+
+def results_markdown(results: dict[str, Any]) -> str:
+    """One row per metric (already percentages): one column per seed, then the median."""
+    rows = [(results["data"], key, [m.get(key) for m in results["per_seed"]], results["median"].get(key))
+            for key in results["metric_keys"]]
+    return "\n".join(metrics_table("data", rows, results["seeds"], scale=1.0)) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Parse arguments, fine-tune for every seed; returns the results dict (also written to
+    ``<output_dir>/results.json`` and ``results.md``)."""
+    from transformers import AutoModelForQuestionAnswering
+
+    model_args, data_args, ft_args = parse_args(argv)
+    if model_args.classifier_dropout is not None:
+        raise ValueError("--classifier_dropout: ElectraForQuestionAnswering has no dropout before its output layer")
+    accelerator = make_accelerator(ft_args)
+    setup_logging(accelerator)
+    model_path, base_config, tokenizer = load_discriminator_and_tokenizer(
+        model_args, ft_args.max_seq_length, need_fast_tokenizer="mapping answers to context offsets")
+    learning_rate, layer_decay = resolve_learning_rate_and_layer_decay(ft_args, base_config)
+    init_trackers(accelerator, ft_args, model_args, data_args)
+
+    with accelerator.main_process_first():
+        train_raw, eval_raw = load_raw_splits(data_args, model_args.cache_dir)
+    source = data_args.dataset_name or data_args.train_file or data_args.validation_file
+    check_answerability(train_raw, data_args.version_2_with_negative, source)
+    train_raw = first_n(train_raw, data_args.max_train_samples)
+    eval_raw = first_n(eval_raw, data_args.max_eval_samples)
+
+    windows = dict(tokenizer=tokenizer, max_length=ft_args.max_seq_length, doc_stride=data_args.doc_stride,
+                   max_query_length=data_args.max_query_length,
+                   padding="max_length" if ft_args.pad_to_max_length else False)
+    num_proc = data_args.preprocessing_num_workers
+    train_ds = train_raw.map(prepare_train_features, batched=True, remove_columns=train_raw.column_names,
+                             fn_kwargs=windows, num_proc=num_proc, desc="windows of training questions")
+    eval_features = eval_raw.map(prepare_eval_features, batched=True, remove_columns=eval_raw.column_names,
+                                 fn_kwargs=windows, num_proc=num_proc, desc="windows of evaluation questions")
+    # The model sees only its inputs; example ids and offsets stay here for the span search.
+    eval_ds = {"dev": eval_features.remove_columns(list(QA_NON_MODEL_COLUMNS))}
+
+    def score(split: str, prediction):
+        start_logits, end_logits = prediction.predictions
+        answers = postprocess_qa_predictions(
+            eval_raw, eval_features, start_logits, end_logits, n_best_size=data_args.n_best_size,
+            max_answer_length=data_args.max_answer_length, version_2_with_negative=data_args.version_2_with_negative,
+            null_score_diff_threshold=data_args.null_score_diff_threshold)
+        # Keep answers and null odds only: n-best lists of every evaluation of every seed add up to GBs.
+        kept = (answers.predictions, answers.null_score_diff)
+        return squad_metrics(answers.predictions, eval_raw, data_args.version_2_with_negative), kept
+
+    recorder = EvalRecorder(score, list(eval_ds))
+    config = plain_electra_config(base_config, num_labels=2)  # ElectraForQuestionAnswering: start and end logits
+    load_kwargs = model_load_kwargs(model_args)
+
+    def model_init():
+        return AutoModelForQuestionAnswering.from_pretrained(model_path, config=config, **load_kwargs)
+
+    logger.info("%d training questions → %d windows; %d evaluation questions → %d windows; seeds %s",
+                len(train_raw), len(train_ds), len(eval_raw), len(eval_features), list(ft_args.seeds))
+    outcome = run_with_seeds(model_init, train_ds, make_collator(tokenizer, ft_args), ft_args,
+                             eval_datasets=eval_ds, compute_metrics=recorder, tokenizer=tokenizer,
+                             accelerator=accelerator, label_names=QA_LABEL_NAMES)
+
+    table_metrics = V2_TABLE_METRICS if data_args.version_2_with_negative else V1_TABLE_METRICS
+    metric_keys = [f"dev/{m}" for m in table_metrics if f"dev/{m}" in outcome.median]
+    output_dir = Path(ft_args.output_dir)
+    data_name = (data_args.dataset_name or Path(source).name) + (
+        f" (articles {data_args.split_by_article}+ held out)" if data_args.split_by_article else "")
+    results: dict[str, Any] = {
+        "data": data_name, "model": model_args.model_name_or_path, "version_2_with_negative":
+        data_args.version_2_with_negative, "learning_rate": learning_rate, "layer_decay": layer_decay,
+        "seeds": outcome.seeds, "num_train_examples": len(train_raw), "num_train_features": len(train_ds),
+        "num_eval_examples": len(eval_raw), "num_eval_features": len(eval_features),
+        "per_seed": [r.metrics for r in outcome.per_seed], "median": outcome.median, "metric_keys": metric_keys,
+        "global_steps": [r.global_step for r in outcome.per_seed],
+        "loss_history": [r.loss_history for r in outcome.per_seed], "predictions": {},
+    }
+    for run, artifacts in zip(outcome.per_seed, recorder.artifacts_per_run(outcome.per_seed)):
+        seed_dir = output_dir / f"seed_{run.seed}"
+        results["predictions"][str(run.seed)] = str(seed_dir / "predictions.json")
+        if accelerator.is_main_process:
+            seed_dir.mkdir(parents=True, exist_ok=True)
+            answers, null_odds = artifacts["dev"]
+            (seed_dir / "predictions.json").write_text(json.dumps(answers, indent=1, ensure_ascii=False))
+            if data_args.version_2_with_negative:
+                (seed_dir / "null_odds.json").write_text(json.dumps(null_odds, indent=1))
+    if accelerator.is_main_process:
+        write_results(output_dir, results, results_markdown(results))
+        logger.info("results: %s\n%s", output_dir / "results.json", results_markdown(results))
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return results
+
+
+if __name__ == "__main__":
+    main()
