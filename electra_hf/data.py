@@ -66,6 +66,7 @@ import random
 import shutil
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -333,7 +334,9 @@ def _resolve_files(patterns: Sequence[str], flag: str) -> list[str]:
     for pattern in patterns:
         pattern = os.path.expanduser(pattern)
         if os.path.isdir(pattern):
-            raise IsADirectoryError(f"{flag}: {pattern!r} is a directory; pass files or a glob such as '{pattern}/*.txt.gz'.")
+            raise IsADirectoryError(
+                f"{flag}: {pattern!r} is a directory; pass files or a glob such as '{pattern}/*.txt.gz'."
+            )
         if glob.has_magic(pattern):
             matches = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
             if not matches:
@@ -403,7 +406,7 @@ def _iter_text_file_lines(path: str) -> Iterator[list[str]]:
                 offset += cut
             if carry:
                 yield [_decode(carry, path, lines_before, offset)]
-    except (gzip.BadGzipFile, EOFError, OSError) as err:
+    except (OSError, EOFError, zlib.error) as err:  # a truncated or corrupt .gz
         if isinstance(err, (FileNotFoundError, PermissionError, IsADirectoryError)):
             raise
         raise ValueError(f"{path}: cannot read the file ({type(err).__name__}: {err})") from err
@@ -441,7 +444,9 @@ def _iter_json_documents(path: str, text_column: str) -> Iterator[str]:
 
 def _json_text(row: Any, path: str, where: str, text_column: str) -> str:
     if not isinstance(row, dict):
-        raise ValueError(f"{path}: {where}: expected a JSON object with a {text_column!r} field, got {type(row).__name__}.")
+        raise ValueError(
+            f"{path}: {where}: expected a JSON object with a {text_column!r} field, got {type(row).__name__}."
+        )
     if text_column not in row:
         raise ValueError(
             f"{path}: {where}: no {text_column!r} field (fields: {sorted(row)}); set --text_column."
@@ -507,7 +512,8 @@ def read_documents_as_lines(
         if not previous_blank:  # the end of a file ends a document (official: flush per file)
             yield [""]
     else:
-        documents = _iter_json_documents(path, text_column) if kind == "json" else _iter_parquet_documents(path, text_column)
+        reader = _iter_json_documents if kind == "json" else _iter_parquet_documents
+        documents = reader(path, text_column)
         out = []
         for text in documents:
             lines = _document_lines(text)
@@ -615,7 +621,9 @@ def load_raw_datasets(args: PretrainingDataArguments) -> Union[DatasetDict, Iter
     return raw
 
 
-def _load_local_lines(args: PretrainingDataArguments, train_files: list[str], validation_files: list[str]) -> DatasetDict:
+def _load_local_lines(
+    args: PretrainingDataArguments, train_files: list[str], validation_files: list[str]
+) -> DatasetDict:
     def stat(files):
         return [(f, os.path.getsize(f), os.stat(f).st_mtime_ns) for f in files]
 
@@ -633,10 +641,14 @@ def _load_local_lines(args: PretrainingDataArguments, train_files: list[str], va
         info = {"train_files": train_files, "validation_files": validation_files}
         info["train"] = _write_lines_arrow(train_files, tmp / "train.arrow", args, "Reading training files")
         if validation_files:
-            info["validation"] = _write_lines_arrow(validation_files, tmp / "validation.arrow", args, "Reading validation files")
+            info["validation"] = _write_lines_arrow(
+                validation_files, tmp / "validation.arrow", args, "Reading validation files"
+            )
         return info
 
-    final, info, built = _cached_dir(_cache_root(args) / f"lines-{key}", build, overwrite=args.overwrite_cache, what="Corpus lines")
+    final, info, built = _cached_dir(
+        _cache_root(args) / f"lines-{key}", build, overwrite=args.overwrite_cache, what="Corpus lines"
+    )
     if not built:
         logger.info("Reusing corpus lines from %s", final)
     raw = DatasetDict()
@@ -644,12 +656,15 @@ def _load_local_lines(args: PretrainingDataArguments, train_files: list[str], va
         if (final / f"{split}.arrow").exists():
             lines = Dataset.from_file(str(final / f"{split}.arrow"))
             raw[split] = lines.select(range(len(lines)), new_fingerprint=f"{key}-{split}")
-            logger.info("%s: %d lines, %d documents", split, info[split]["rows"] - info[split]["documents"], info[split]["documents"])
+            rows, documents = info[split]["rows"], info[split]["documents"]
+            logger.info("%s: %d lines, %d documents", split, rows - documents, documents)
     return raw
 
 
 def _load_hub_lines(args: PretrainingDataArguments) -> Union[DatasetDict, IterableDatasetDict]:
-    loaded = datasets.load_dataset(args.dataset_name, args.dataset_config_name, streaming=args.streaming)
+    loaded = datasets.load_dataset(
+        args.dataset_name, args.dataset_config_name, streaming=args.streaming, cache_dir=args.cache_dir
+    )
     if "train" not in loaded:
         raise ValueError(f"--dataset_name {args.dataset_name}: no 'train' split (splits: {list(loaded)}).")
     out = IterableDatasetDict() if args.streaming else DatasetDict()
@@ -722,12 +737,15 @@ def train_wordpiece_tokenizer(
 ) -> ElectraTokenizerFast:
     """Train a BERT-style WordPiece tokenizer with the ``tokenizers`` library.
 
-    ``texts``: strings, or lists of strings (batches; faster). BERT normaliser (lower-case and
-    accent stripping iff ``lowercase``), BertPreTokenizer, ``##`` word pieces,
-    ``[CLS] A [SEP] B [SEP]`` post-processor (token types 0/1), WordPiece decoder. Special
-    tokens ``[PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4``. ``length``: number of items in
-    ``texts`` (progress bar only). Returns an ``ElectraTokenizerFast`` that round-trips through
-    ``save_pretrained`` / ``AutoTokenizer.from_pretrained`` with no custom code.
+    ``texts``: strings, or lists of strings (batches; faster); ``length``: the number of
+    strings (progress bar only). BERT normaliser (lower-case and accent stripping iff
+    ``lowercase``), BertPreTokenizer, ``##`` word pieces, ``[CLS] A [SEP] B [SEP]``
+    post-processor (token types 0/1), WordPiece decoder. Special tokens
+    ``[PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4``. Returns an ``ElectraTokenizerFast`` that
+    round-trips through ``save_pretrained`` / ``AutoTokenizer.from_pretrained`` with no custom
+    code. Training is not bit-for-bit reproducible: the ``tokenizers`` trainer breaks frequency
+    ties in a run-dependent order (ids, and tokens at the vocabulary cut, can differ between
+    runs), which is why ``load_or_train_tokenizer`` caches the result for every process and run.
     """
     tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]", continuing_subword_prefix="##"))
     tokenizer.normalizer = normalizers.BertNormalizer(
@@ -803,7 +821,8 @@ def load_or_train_tokenizer(
         raise ValueError("No --tokenizer_name_or_path and no training split to train a tokenizer on.")
     train = raw_datasets["train"]
     n_rows = len(train) if isinstance(train, Dataset) else None
-    batches = -(-min(n_rows, args.tokenizer_train_max_lines or n_rows) // 10_000) if n_rows else None
+    # for the progress bar: the number of lines it will see (at most; blank rows are skipped)
+    n_lines = min(n_rows, args.tokenizer_train_max_lines or n_rows) if n_rows else None
 
     def train_it() -> ElectraTokenizerFast:
         logger.info("Training a WordPiece tokenizer (vocab %d, lowercase=%s)", args.vocab_size, args.lowercase)
@@ -811,7 +830,7 @@ def load_or_train_tokenizer(
         tokenizer = train_wordpiece_tokenizer(
             _iter_training_texts(train, args.tokenizer_train_max_lines),
             vocab_size=args.vocab_size, lowercase=args.lowercase, min_frequency=args.tokenizer_min_frequency,
-            show_progress=not datasets.utils.are_progress_bars_disabled(), length=batches,
+            show_progress=not datasets.utils.are_progress_bars_disabled(), length=n_lines,
         )
         logger.info("Trained the tokenizer in %.1f s (%d tokens)", time.perf_counter() - start, len(tokenizer))
         return tokenizer
