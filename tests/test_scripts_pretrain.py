@@ -218,3 +218,20 @@ def test_two_process_cpu_run(corpus, tmp_path):
     assert run_config["num_processes"] == 2 and run_config["global_batch_size"] == 16
     assert [step for step, _ in list_checkpoints(out / "checkpoints")] == [10]
     assert (out / "export" / "discriminator" / "model.safetensors").is_file()
+
+
+def test_streaming_run(corpus, tmp_path):
+    """--streaming builds examples on the fly (IterableDataset) and needs --max_train_steps."""
+    lines = corpus.read_text().splitlines(keepends=True)
+    validation = tmp_path / "validation.txt"
+    validation.write_text("".join(lines[-400:]))
+    out = tmp_path / "stream"
+    tokenizer_dir = tmp_path / "tokenizer"
+    from electra_hf.data import train_wordpiece_tokenizer
+
+    train_wordpiece_tokenizer(lines, vocab_size=600).save_pretrained(tokenizer_dir)
+    results = train_pretrain.main(tiny_args(corpus, out, tmp_path / "cache", "--max_train_steps", "6", "--streaming",
+                                            "--validation_files", str(validation), "--tokenizer_name_or_path",
+                                            str(tokenizer_dir), "--eval_steps", "3"))
+    assert results["completed_steps"] == 6 and results["tokens_seen"] > 6 * 16 * 20
+    assert "generator_loss" in results["eval"]
