@@ -12,6 +12,7 @@ the dataclasses below (official ELECTRA-Small defaults).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration, InitProcessGroupKwargs
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser
@@ -193,27 +194,70 @@ def build_config(model_args: ModelArguments, data_args, vocab_size: int) -> Elec
     )
 
 
-def evaluate(model, dataloader, collator, accelerator, max_batches: int | None) -> dict[str, float]:
-    """Mean losses/accuracies over the validation split and the discriminator's ROC AUC.
+EVAL_SUMS = ("generator_loss", "generator_correct", "masked", "discriminator_loss", "discriminator_correct",
+             "tokens", "true_positives", "replaced")
+
+
+def per_example_sums(out, batch) -> torch.Tensor:
+    """`(B, 8)` float64 per-example sums (see EVAL_SUMS) from one pre-training forward pass.
+
+    Summed over examples (not averaged per batch), so that metrics over a data set do not depend on
+    how it was cut into batches or shared among processes.
+    """
+    labels, input_ids = batch["labels"], batch["input_ids"]
+    positions, weights = out.masked_positions, out.masked_weights.float()
+    targets = torch.where(labels != -100, labels, input_ids).gather(1, positions)
+    logits = out.generator_logits.float()
+    token_loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
+    columns = [
+        (token_loss.view_as(targets) * weights).sum(1),
+        ((logits.argmax(-1) == targets).float() * weights).sum(1),
+        weights.sum(1),
+    ]
+    if out.discriminator_logits is not None:
+        valid = batch["attention_mask"].bool()
+        disc_logits, replaced = out.discriminator_logits.float(), out.replaced_labels.bool()
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(disc_logits, replaced.float(), reduction="none")
+        predicted, actual = (disc_logits > 0) & valid, replaced & valid
+        columns += [(bce * valid).sum(1), ((predicted == actual) & valid).sum(1), valid.sum(1),
+                    (predicted & actual).sum(1), actual.sum(1)]
+    else:
+        columns += [torch.zeros_like(columns[0])] * 5
+    return torch.stack([c.double() for c in columns], dim=1)
+
+
+def evaluate(model, dataloader, collator, accelerator, max_batches: int | None, seed: int) -> dict[str, float]:
+    """Losses/accuracies over the validation split (each example counted once, token-weighted)
+    and the discriminator's ROC AUC.
 
     The validation masks are the same at every evaluation (the collator restarts its epoch 0),
-    so successive evaluations are comparable.
+    and so are the generator's samples (a private RNG stream seeded from `seed` and the process
+    index, restored afterwards): successive evaluations are comparable, and evaluating does not
+    change the training run's random stream. Per-example sums are gathered with
+    `gather_for_metrics`, which drops the duplicates Accelerate adds to even out the last batch,
+    so the result is the same for any number of processes.
     """
     from sklearn.metrics import roc_auc_score
 
     collator.set_epoch(0)
     model.eval()
-    sums = torch.zeros(6, device=accelerator.device)
-    batches = 0
+    totals = torch.zeros(len(EVAL_SUMS), dtype=torch.float64)
+    examples = 0
     scores, labels = [], []
-    with torch.no_grad():
+    devices = [accelerator.device.index or 0] if accelerator.device.type == "cuda" else []
+    with torch.no_grad(), torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed + accelerator.process_index)
         for step, batch in enumerate(dataloader):
             if max_batches is not None and step >= max_batches:
+                # Leaving a prepared loader early leaves it registered as Accelerate's active loader
+                # (its end-of-data flag drives gradient sync): unregister it.
+                getattr(dataloader, "end", lambda: None)()
                 break
             out = model(**batch)
-            values = [out.loss, out.generator_loss, out.generator_accuracy]
-            if out.discriminator_loss is not None:
-                values += [out.discriminator_loss, out.discriminator_accuracy, out.discriminator_recall]
+            sums = accelerator.gather_for_metrics(per_example_sums(out, batch))
+            totals += sums.sum(0).cpu()
+            examples += sums.shape[0]
+            if out.discriminator_logits is not None:
                 # Same-shape tensors on every rank (T differs per batch), filtered to real tokens after the gather.
                 logits, replaced, mask = (
                     accelerator.pad_across_processes(tensor, dim=1)
@@ -223,22 +267,150 @@ def evaluate(model, dataloader, collator, accelerator, max_batches: int | None) 
                 valid = mask.bool()
                 scores.append(logits[valid].cpu())
                 labels.append(replaced[valid].cpu())
-            else:
-                values += [torch.zeros((), device=accelerator.device)] * 3
-            sums += torch.stack([v.float() for v in values])
-            batches += 1
     model.train()
-    sums = accelerator.reduce(sums, reduction="mean") / max(batches, 1)
-    names = ["loss", "generator_loss", "generator_accuracy", "discriminator_loss", "discriminator_accuracy", "discriminator_recall"]
-    metrics = dict(zip(names, sums.tolist()))
+    t = dict(zip(EVAL_SUMS, totals.tolist()))
+    config = accelerator.unwrap_model(model).config
+    masked, tokens = max(t["masked"], 1.0), max(t["tokens"], 1.0)
+    metrics = {"generator_loss": t["generator_loss"] / masked, "generator_accuracy": t["generator_correct"] / masked}
+    metrics["loss"] = config.generator_loss_weight * metrics["generator_loss"]
     if scores:
+        metrics["discriminator_loss"] = t["discriminator_loss"] / tokens
+        metrics["discriminator_accuracy"] = t["discriminator_correct"] / tokens
+        metrics["discriminator_recall"] = t["true_positives"] / max(t["replaced"], 1.0)
+        metrics["loss"] += config.discriminator_loss_weight * metrics["discriminator_loss"]
         all_labels = torch.cat(labels).numpy()
         if 0 < all_labels.sum() < len(all_labels):
             metrics["discriminator_auc"] = float(roc_auc_score(all_labels, torch.cat(scores).numpy()))
-    else:
-        for name in ("discriminator_loss", "discriminator_accuracy", "discriminator_recall"):
-            metrics.pop(name)
+    metrics["examples"] = float(examples)
     return metrics
+
+
+def check_resume_batch(state: dict, train_args, num_processes: int, checkpoint: Path) -> None:
+    """A run may resume on another number of processes, but only with the same global batch.
+
+    The position in the epoch is stored as a count of batches per process; with the same global
+    batch (per device × processes × accumulation) that is the same place in the shared data
+    order, whatever the number of processes. (Masks, dropout and sampling then come from other
+    per-process streams: the continuation is equivalent, not bit-identical.)
+    """
+    saved = state.get("global_batch_size")
+    now = train_args.per_device_train_batch_size * num_processes * train_args.gradient_accumulation_steps
+    if saved is not None and saved != now:
+        raise ValueError(
+            f"{checkpoint} was written with a global batch of {saved} sequences "
+            f"({state.get('num_processes', '?')} processes); this run's is {now} "
+            f"({train_args.per_device_train_batch_size} per device × {num_processes} processes × "
+            f"{train_args.gradient_accumulation_steps} accumulation). Resuming would continue at the wrong place "
+            "in the epoch with another optimisation: keep per_device_train_batch_size × processes × "
+            "gradient_accumulation_steps equal to the checkpoint's."
+        )
+
+
+def check_distributed_setup(accelerator) -> None:
+    """Refuse a launch whose processes would not train together (observed with accelerate 1.15)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and accelerator.distributed_type != DistributedType.FSDP:
+        raise RuntimeError(
+            f"FSDP was requested (accelerate config/--use_fsdp) but Accelerate set up {accelerator.distributed_type.value}: "
+            "Accelerate enables FSDP only on GPUs/accelerators, never on the CPU (on a CPU it would run "
+            + ("plain DDP" if accelerator.distributed_type != DistributedType.NO else "unsynchronised copies")
+            + "). Use FSDP on GPUs; on a CPU use DDP (accelerate_configs/cpu_ddp_2proc.yaml) or DeepSpeed ZeRO."
+        )
+    if world_size > 1 and accelerator.distributed_type == DistributedType.NO:
+        raise RuntimeError(
+            f"launched as {world_size} processes but Accelerate set up no distributed training: each process would "
+            "train its own copy of the model on part of the data. On a machine without GPUs launch with "
+            "ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes N (DDP over gloo)."
+        )
+
+
+def configure_deepspeed(accelerator, train_args, use_cpu: bool = False) -> None:
+    """Fill the DeepSpeed config's "auto" values from the flags, and refuse values that contradict them.
+
+    Accelerate would otherwise fill "auto" batch sizes from the smaller of the train/eval batch
+    sizes, set gradient_clipping to 1.0 whatever --max_grad_norm says (DeepSpeed clips, not the
+    script), silently prefer the JSON's gradient_accumulation_steps, and leave ZeRO-3 unable to
+    gather the weights for the exports, which would only fail after training.
+    """
+    plugin = accelerator.state.deepspeed_plugin
+    config = plugin.deepspeed_config
+    micro = train_args.per_device_train_batch_size
+    expected = {
+        "train_micro_batch_size_per_gpu": (micro, "--per_device_train_batch_size"),
+        "gradient_accumulation_steps": (train_args.gradient_accumulation_steps, "--gradient_accumulation_steps"),
+        "train_batch_size": (micro * train_args.gradient_accumulation_steps * accelerator.num_processes,
+                             "--per_device_train_batch_size × --gradient_accumulation_steps × processes"),
+        "gradient_clipping": (train_args.max_grad_norm, "--max_grad_norm"),
+    }
+    problems = []
+    for key, (value, flag) in expected.items():
+        current = config.get(key, "auto")
+        if current == "auto":
+            config[key] = value
+        elif float(current) != float(value):
+            problems.append(f"{key}={current} but {flag} gives {value}")
+    zero = config.setdefault("zero_optimization", {})
+    if zero.get("stage") == 3:
+        gather = zero.get("stage3_gather_16bit_weights_on_model_save", "auto")
+        if gather == "auto":
+            zero["stage3_gather_16bit_weights_on_model_save"] = True
+        elif not gather:
+            problems.append("ZeRO-3 with stage3_gather_16bit_weights_on_model_save=false: the exports need the "
+                            "full weights gathered (set it to true)")
+    for precision in ("bf16", "fp16"):
+        if config.get(precision, {}).get("enabled") is True:  # set in the JSON itself, not "auto"
+            check_mixed_precision(precision, use_cpu, train_args.allow_slow_bf16)
+    if "optimizer" in config or "scheduler" in config:
+        problems.append("the DeepSpeed config defines an optimizer/scheduler; this script builds its own "
+                        "(ElectraAdamW + the ELECTRA schedule): remove them from the JSON")
+    if problems:
+        raise ValueError("the DeepSpeed config contradicts the command line: " + "; ".join(problems) +
+                         ". Set these to \"auto\" in the DeepSpeed JSON (the flags are then used) or change the flags.")
+
+
+@contextlib.contextmanager
+def single_process_construction(accelerator):
+    """Build/save models on one process while a ZeRO-3 DeepSpeed config is active.
+
+    Accelerate registers the DeepSpeed config with transformers whenever ZeRO-3 is selected,
+    whatever `zero3_init_flag` says; transformers then builds every model (`_from_config`,
+    `from_pretrained`) inside `deepspeed.zero.Init`, whose collectives hang when only the main
+    process runs them (as for the exports). Unregistered here, re-registered afterwards.
+    """
+    plugin = accelerator.state.deepspeed_plugin if accelerator.distributed_type == DistributedType.DEEPSPEED else None
+    if plugin is None:
+        yield
+        return
+    from transformers.integrations import set_hf_deepspeed_config, unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        if getattr(plugin, "dschf", None) is not None:
+            set_hf_deepspeed_config(plugin.dschf)
+
+
+def full_model(accelerator, model, config, attn_implementation: str):
+    """The whole pre-training model with all its weights, on the main process (None elsewhere).
+
+    A collective: call it on every process. Under DeepSpeed ZeRO-3 or FSDP the prepared model only
+    holds this process's shard (the unwrapped module's parameters are empty), so the full state
+    dict is gathered with `accelerator.get_state_dict` and loaded into a fresh CPU model.
+    """
+    if accelerator.distributed_type not in (DistributedType.DEEPSPEED, DistributedType.FSDP):
+        return accelerator.unwrap_model(model) if accelerator.is_main_process else None
+    state_dict = accelerator.get_state_dict(model)
+    if not accelerator.is_main_process:
+        return None
+    with single_process_construction(accelerator):
+        fresh = ElectraForRTDPretraining._from_config(config, attn_implementation=attn_implementation)
+    state_dict = {key: value.float() if value.is_floating_point() else value for key, value in state_dict.items()}
+    missing, unexpected = fresh.load_state_dict(state_dict, strict=False)
+    missing = set(missing) - set(fresh._tied_weights_keys)  # ties: the source key loaded them
+    if missing or unexpected:
+        raise RuntimeError(f"gathered weights do not fit the model: missing {sorted(missing)}, unexpected {sorted(unexpected)}")
+    return fresh
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -255,15 +427,25 @@ def main(argv: list[str] | None = None) -> dict:
     # DDP/DeepSpeed on CPU need gloo (DeepSpeed otherwise miscounts processes); only in a real launch.
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     handlers = [InitProcessGroupKwargs(backend="gloo")] if use_cpu and distributed else []
+    use_deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
     accelerator = Accelerator(
+        # On a machine without GPUs, `accelerate launch --multi_gpu` (and a config's `use_cpu: true`,
+        # which that launcher ignores) would give N processes with no distribution at all; cpu=True
+        # makes them DDP over gloo. Not for DeepSpeed, which Accelerate turns off when cpu=True.
+        cpu=use_cpu and not use_deepspeed,
         gradient_accumulation_steps=train_args.gradient_accumulation_steps,
         mixed_precision=train_args.mixed_precision,
         log_with=trackers or None,
         project_dir=train_args.output_dir,
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        # The same shuffled order on every process (each takes its share of each global batch),
+        # seeded by --seed rather than by whatever the global RNG holds when the loader is prepared.
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=train_args.seed),
         kwargs_handlers=handlers,
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO if accelerator.is_main_process else logging.WARNING)
+    check_distributed_setup(accelerator)
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        configure_deepspeed(accelerator, train_args, use_cpu)
     if is_demo:
         logger.warning("DEMO RUN: no data arguments were given, so this pre-trains a tiny ELECTRA on the Python "
                        "standard library's documentation (pydoc_data) for %d steps. Pass --train_files or "
@@ -272,6 +454,8 @@ def main(argv: list[str] | None = None) -> dict:
     output_dir = Path(train_args.output_dir)
     checkpoints_root = output_dir / "checkpoints"
     resume_path = resolve_resume_path(train_args.resume_from_checkpoint, checkpoints_root)
+    if resume_path is not None:
+        check_resume_batch(read_training_state(resume_path), train_args, accelerator.num_processes, resume_path)
     if resume_path is None and accelerator.is_main_process and not train_args.overwrite_output_dir and not is_demo:
         if checkpoints_root.is_dir() and any(checkpoints_root.iterdir()):
             raise FileExistsError(
@@ -354,12 +538,17 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         model, optimizer, train_dataloader = accelerator.prepare(model, optimizer, train_dataloader)
     accelerator.register_for_checkpointing(scheduler)
+    # The model was initialised identically on every process (same seed); from here on each
+    # process draws its own dropout and generator samples (seed + process index), otherwise every
+    # process would apply the same noise pattern to its different examples. One process: --seed.
+    set_seed(train_args.seed, device_specific=True)
     if model_args.torch_compile:
         model = torch.compile(model)
 
     run_config = {
         "model_args": asdict(model_args), "data_args": asdict(data_args), "train_args": asdict(train_args),
         "model_config": config.to_dict(), "learning_rate": learning_rate, "num_processes": accelerator.num_processes,
+        "distributed_type": accelerator.distributed_type.value,
         "global_batch_size": global_batch * train_args.gradient_accumulation_steps, "demo": is_demo,
     }
     if trackers:
@@ -381,6 +570,7 @@ def main(argv: list[str] | None = None) -> dict:
         logger.info("--resume_from_checkpoint latest: no finished checkpoint in %s, starting from scratch", checkpoints_root)
 
     metrics_file = output_dir / "metrics.jsonl"
+    sharded = accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP)
     guard = NonFiniteGuard(accelerator.device)
     window = torch.zeros(8, device=accelerator.device)  # loss, gen, disc, gen acc, disc acc, precision, recall, count
     local_tokens = torch.zeros((), device=accelerator.device, dtype=torch.long)  # this process, since start/resume
@@ -401,21 +591,35 @@ def main(argv: list[str] | None = None) -> dict:
 
     def training_state() -> dict:
         return {"completed_steps": completed_steps, "epoch": epoch, "batches_into_epoch": batches_into_epoch,
-                "tokens_seen": tokens_seen(), "max_train_steps": max_steps}
+                "tokens_seen": tokens_seen(), "max_train_steps": max_steps, "num_processes": accelerator.num_processes,
+                "global_batch_size": run_config["global_batch_size"]}
 
-    def checkpoint() -> None:
+    def checkpoint():
+        """Write a checkpoint (every process takes part); returns the gathered full model under
+        DeepSpeed/FSDP (main process), else None."""
         guard.check(accelerator)  # never write a checkpoint of a diverged model
 
+        # DeepSpeed/FSDP: save_state writes the engine's own (sharded) layout; the gathered full
+        # weights go next to it so the checkpoint loads with from_pretrained (fine-tuning, exports).
+        whole = full_model(accelerator, model, config, model_args.attn_implementation) if sharded else None
+
         def extras(folder: Path) -> None:
+            if whole is not None:
+                with single_process_construction(accelerator):
+                    whole.save_pretrained(folder)
             config.save_pretrained(folder)  # config.json next to the weights: loadable for fine-tuning
             tokenizer.save_pretrained(folder)
             (folder / "run_config.json").write_text(json.dumps(run_config, indent=2, default=str))
 
         path = save_checkpoint(accelerator, checkpoints_root, completed_steps, training_state(),
                                total_limit=train_args.checkpoints_total_limit, save_extras=extras)
-        if train_args.export_every_checkpoint and accelerator.is_main_process:
-            export_pretrained(accelerator.unwrap_model(model), path / "export", tokenizer, {"steps": completed_steps})
+        if train_args.export_every_checkpoint:
+            exportable = whole if sharded else full_model(accelerator, model, config, model_args.attn_implementation)
+            if accelerator.is_main_process:
+                with single_process_construction(accelerator):
+                    export_pretrained(exportable, path / "export", tokenizer, {"steps": completed_steps})
         logger.info("checkpoint written: %s", path)
+        return whole
 
     progress = tqdm(total=max_steps, initial=completed_steps, disable=not accelerator.is_local_main_process,
                     desc="pre-training", unit="step", dynamic_ncols=True)
@@ -480,7 +684,8 @@ def main(argv: list[str] | None = None) -> dict:
             if eval_dataloader is not None and (
                 (train_args.eval_steps and completed_steps % train_args.eval_steps == 0) or completed_steps == max_steps
             ):
-                last_eval = evaluate(model, eval_dataloader, eval_collator, accelerator, train_args.max_eval_batches)
+                last_eval = evaluate(model, eval_dataloader, eval_collator, accelerator, train_args.max_eval_batches,
+                                     seed=train_args.seed + 1)
                 log_metrics({f"eval/{key}": value for key, value in last_eval.items()}, completed_steps)
                 logger.info("step %d eval: %s", completed_steps, {k: round(v, 4) for k, v in last_eval.items()})
 
@@ -496,9 +701,11 @@ def main(argv: list[str] | None = None) -> dict:
     progress.close()
 
     # ---- the end: final checkpoint, exports, plot, Hub ----
-    checkpoint()
+    gathered = checkpoint()
     results = {"completed_steps": completed_steps, "tokens_seen": tokens_seen(), "eval": last_eval}
     exports = {}
+    # DeepSpeed/FSDP: the full weights the checkpoint just gathered (main process; None elsewhere).
+    final_model = gathered if sharded else full_model(accelerator, model, config, model_args.attn_implementation)
     if accelerator.is_main_process:
         training_info = {
             "training data": ", ".join(map(str, data_args.train_files)) or f"{data_args.dataset_name} ({data_args.dataset_config_name})",
@@ -509,7 +716,8 @@ def main(argv: list[str] | None = None) -> dict:
             "final_metrics": last_eval,
             "run arguments": {"model": asdict(model_args), "data": asdict(data_args), "training": asdict(train_args)},
         }
-        exports = export_pretrained(accelerator.unwrap_model(model), output_dir / "export", tokenizer, training_info)
+        with single_process_construction(accelerator):
+            exports = export_pretrained(final_model, output_dir / "export", tokenizer, training_info)
         plot_pretraining_curves(metrics_file, output_dir / "export" / "loss_curves.png")
         (output_dir / "results.json").write_text(json.dumps(results, indent=2))
         logger.info("exports written: %s", {k: str(v) for k, v in exports.items()})
