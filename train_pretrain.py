@@ -67,7 +67,8 @@ class ModelArguments:
     max_predictions_per_seq: int | None = field(default=None, metadata={"help": "Cap N on selected tokens per sequence (default int((p+0.005)*len))."})
     generator_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the generator's MLM loss."})
     discriminator_loss_weight: float = field(default=50.0, metadata={"help": "Weight of the discriminator's loss (official 50)."})
-    sampling_temperature: float = field(default=1.0, metadata={"help": "Gumbel sampling temperature."})
+    sampling_temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
+    sampling_method: str = field(default="categorical", metadata={"help": "'gumbel' (official Gumbel-max) or 'categorical' (exact inverse-CDF sampler of the same distribution, cheaper on CPU)."})
     hidden_size: int | None = field(default=None, metadata={"help": "Override the discriminator hidden size."})
     embedding_size: int | None = field(default=None, metadata={"help": "Override the embedding size."})
     num_hidden_layers: int | None = field(default=None, metadata={"help": "Override the number of layers."})
@@ -166,6 +167,7 @@ def build_config(model_args: ModelArguments, data_args, vocab_size: int) -> Elec
         generator_loss_weight=model_args.generator_loss_weight,
         discriminator_loss_weight=model_args.discriminator_loss_weight,
         sampling_temperature=model_args.sampling_temperature,
+        sampling_method=model_args.sampling_method,
         max_seq_length=data_args.max_seq_length,
         max_predictions_per_seq=model_args.max_predictions_per_seq,
         generator_size_ratio=model_args.generator_size_ratio,

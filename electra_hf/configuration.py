@@ -19,6 +19,7 @@ from transformers import AutoConfig, ElectraConfig, PreTrainedConfig
 
 OBJECTIVES = ("electra", "mlm")
 EMBEDDING_SHARING_MODES = ("all", "word", "none", "gdes")
+SAMPLING_METHODS = ("categorical", "gumbel")
 
 # The official sizes (paper Table 6 / official configure_pretraining.py) and small CPU presets.
 # Each entry: discriminator ElectraConfig fields, generator ratio, RTD fields.
@@ -122,7 +123,12 @@ class ElectraPretrainingConfig(PreTrainedConfig):
             N, the cap on selected positions per sequence. Default `int((mask_prob+0.005)*max_seq_length)`.
         generator_loss_weight (`float`, defaults to 1.0)
         discriminator_loss_weight (`float`, defaults to 50.0)
-        sampling_temperature (`float`, defaults to 1.0): Gumbel-max sampling temperature.
+        sampling_temperature (`float`, defaults to 1.0): sampling temperature.
+        sampling_method (`str`, defaults to `"categorical"`): how replacements are drawn from the
+            generator's softmax. `"gumbel"`: the official Gumbel-max, `argmax(logits/T + g)` with one
+            Gumbel draw per vocabulary entry. `"categorical"`: an exact two-level inverse-CDF sampler
+            of the *same* distribution that draws 2 uniforms per position instead of V (much cheaper
+            on CPUs, where Gumbel-max over 30k entries is dominated by the random number generator).
         compute_metrics (`bool`, defaults to True): also return accuracies/precision/recall (cheap,
             no host sync).
     """
@@ -143,6 +149,7 @@ class ElectraPretrainingConfig(PreTrainedConfig):
     generator_loss_weight: float = 1.0
     discriminator_loss_weight: float = 50.0
     sampling_temperature: float = 1.0
+    sampling_method: str = "categorical"
     compute_metrics: bool = True
     # transformers only applies `_tied_weights_keys` (our embedding sharing) when this is set.
     tie_word_embeddings: bool = True
@@ -185,6 +192,8 @@ class ElectraPretrainingConfig(PreTrainedConfig):
         for name in ("generator_loss_weight", "discriminator_loss_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.sampling_method not in SAMPLING_METHODS:
+            raise ValueError(f"sampling_method must be one of {SAMPLING_METHODS}, got {self.sampling_method!r}")
         if self.sampling_temperature <= 0:
             raise ValueError(f"sampling_temperature must be > 0, got {self.sampling_temperature}")
         if not 0 < self.generator_size_ratio <= 1:

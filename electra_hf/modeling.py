@@ -396,7 +396,9 @@ class ElectraForRTDPretraining(PreTrainedModel):
             )
 
         # 2. Replace the masked tokens by generator samples (not differentiated: ELECTRA is not a GAN).
-        if config.sampling_temperature == 1.0:
+        if config.sampling_method == "gumbel":  # the official algorithm, bit for bit in spirit
+            sampled = gumbel_sample(generator_logits, config.sampling_temperature)
+        elif config.sampling_temperature == 1.0:
             sampled = categorical_sample(log_probs.view_as(generator_logits), normalized=True)
         else:
             sampled = categorical_sample(generator_logits.detach().float() / config.sampling_temperature)

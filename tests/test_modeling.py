@@ -243,3 +243,15 @@ def test_sharing_requires_matching_embedding_shapes():
     with pytest.raises(ValueError, match="embedding_size"):
         ElectraPretrainingConfig(discriminator_config=disc, generator_config=gen)
     ElectraPretrainingConfig(discriminator_config=disc, generator_config=gen, embedding_sharing="none")
+
+
+@pytest.mark.parametrize("method", ["gumbel", "categorical"])
+def test_both_sampling_methods_keep_the_rtd_invariants(tiny_tokenizer, batch, method):
+    model = build(tiny_tokenizer, sampling_method=method)
+    out = model(**batch)
+    masked = batch["labels"] != IGNORE_INDEX
+    original = torch.where(masked, batch["labels"], batch["input_ids"])
+    assert torch.equal(out.replaced_labels.bool(), masked & (out.discriminator_input_ids != original))
+    assert not (out.discriminator_input_ids == tiny_tokenizer.mask_token_id).any()
+    with pytest.raises(ValueError, match="sampling_method"):
+        tiny_config(sampling_method="beam")
