@@ -32,7 +32,7 @@ from transformers import (
     ElectraForPreTraining,
     PreTrainedModel,
 )
-from transformers.models.electra.modeling_electra import ElectraSelfAttention
+from transformers.models.electra.modeling_electra import ElectraEmbeddings, ElectraLayer, ElectraSelfAttention
 from transformers.utils import ModelOutput
 
 from .configuration import ElectraPretrainingConfig
@@ -175,25 +175,26 @@ def categorical_sample(log_probs: torch.Tensor, block_size: int = 256, normalize
 # regenerates the same masks — and the mask is one fp32 tensor holding 0 or 1/(1 - p) (one
 # multiply forward, one backward). A position is kept iff a uniform 32-bit integer is >= p·2³²
 # (rounded): Bernoulli(1 - p) to within 2⁻³² (torch's own float path resolves p to 2⁻²⁴). Used for
-# fp32/fp64 CPU tensors outside torch.compile; accelerators keep torch's fused dropout kernels.
+# fp32/fp64 CPU tensors (under torch.compile through a custom op, below); accelerators keep
+# torch's fused dropout kernels.
 
 
-def _fast_cpu_dropout_applies(x: torch.Tensor) -> bool:
-    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and not torch.compiler.is_compiling()
+def _draw_seed() -> torch.Tensor:
+    """One int64 from torch's default CPU generator (inside torch.compile: from inductor's)."""
+    return torch.randint(0, 2**62, (), dtype=torch.int64)
 
 
-def _uniform_int32(shape: torch.Size) -> torch.Tensor:
-    """Uniform 32-bit integers (as int32) of `shape`, from numpy's SFC64 seeded by torch's CPU generator."""
+def dropout_scale_mask(shape: torch.Size, p: float, dtype: torch.dtype = torch.float32, seed: int | None = None) -> torch.Tensor:
+    """A CPU dropout mask: 1/(1 - p) with probability 1 - p, else 0 (see the comment above).
+
+    `seed` (default: drawn from torch's generator) seeds numpy's SFC64; the mask is a pure function
+    of (seed, shape, p)."""
+    if seed is None:
+        seed = int(_draw_seed())
     numel = math.prod(shape)
-    seed = int(torch.randint(0, 2**62, (), dtype=torch.int64))
-    raw = np.random.SFC64(seed).random_raw((numel + 1) // 2)  # uint64 → two int32 each
-    return torch.from_numpy(raw.view(np.int32)[:numel]).view(shape)
-
-
-def dropout_scale_mask(shape: torch.Size, p: float, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """A CPU dropout mask: 1/(1 - p) with probability 1 - p, else 0 (see the comment above)."""
-    threshold = -(2**31) + int(round(p * 2**32))
-    keep = _uniform_int32(shape) >= threshold
+    raw = np.random.SFC64(seed).random_raw((numel + 1) // 2)  # uint64 → two uniform int32 each
+    bits = torch.from_numpy(raw.view(np.int32)[:numel]).view(shape)
+    keep = bits >= -(2**31) + int(round(p * 2**32))
     if dtype == torch.float32:
         return keep * (1.0 / (1.0 - p))  # bool × Python float → float32 in one pass
     return keep.to(dtype).mul_(1.0 / (1.0 - p))
@@ -212,12 +213,43 @@ class _CPUDropoutFunction(torch.autograd.Function):
         return grad_output * mask, None
 
 
+def _define_dropout_mask_op():
+    """`electra_hf::dropout_mask(seed, shape, p, dtype)` for torch.compile: inductor calls it as an
+    opaque kernel (and fuses the multiplication by the mask into its neighbours) instead of
+    lowering dropout to its own per-element Philox generator, which is slower on a CPU. The seed is
+    an input drawn by `torch.randint` in the graph, so two dropout sites never share a mask (graph
+    CSE keeps distinct random draws apart) and the op is a pure function of its inputs."""
+    try:
+        @torch.library.custom_op("electra_hf::dropout_mask", mutates_args=(), device_types="cpu")
+        def dropout_mask(seed: torch.Tensor, shape: list[int], p: float, dtype: torch.dtype) -> torch.Tensor:
+            return dropout_scale_mask(torch.Size(shape), p, dtype, seed=int(seed))
+
+        @dropout_mask.register_fake
+        def _(seed, shape, p, dtype):
+            return torch.empty(shape, dtype=dtype, device=seed.device)
+
+        return dropout_mask
+    except (AttributeError, TypeError, ValueError, RuntimeError):
+        return None  # an older torch: compiled graphs keep torch's dropout
+
+
+_DROPOUT_MASK_OP = _define_dropout_mask_op()
+
+
+def _fast_cpu_dropout_applies(x: torch.Tensor) -> bool:
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+        return False
+    return _DROPOUT_MASK_OP is not None or not torch.compiler.is_compiling()
+
+
 def cpu_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     """`F.dropout(x, p, training)` with a cheaper random number generator on the CPU (same distribution)."""
     if not training or p == 0.0:
         return x
     if p == 1.0 or not _fast_cpu_dropout_applies(x):
         return F.dropout(x, p, training)
+    if torch.compiler.is_compiling():
+        return x * _DROPOUT_MASK_OP(_draw_seed(), list(x.shape), p, x.dtype)
     return _CPUDropoutFunction.apply(x, p)
 
 
@@ -491,15 +523,28 @@ def configure_cpu_training(num_threads: int | None = None, keep_freed_memory: bo
     return applied
 
 
-def compile_for_training(model: nn.Module, **compile_kwargs) -> nn.Module:
-    """`torch.compile` the pre-training model for training; returns the compiled module.
+def compile_for_training(model: nn.Module, scope: str = "layers", **compile_kwargs) -> nn.Module:
+    """`torch.compile` for pre-training; returns the model to call (like `torch.compile`).
 
-    Pre-training batches are packed to one length, so shapes are static (`dynamic=False`). On a
-    CPU inductor generates fused C++ kernels (layer norm, GELU, softmax with its dropout, bias adds)
-    and its own vectorised random numbers for dropout. `compile_kwargs` go to `torch.compile`.
+    scope="layers" (default): compile every transformer layer and embedding block of both networks
+    in place. The 12 layers of a network share one compiled graph (same code and shapes), so
+    compiling takes about a minute on a small CPU instead of many, and the vocabulary head, the
+    sampling and the losses stay in eager mode, where they are already efficient. On a CPU inductor
+    fuses layer norms, GELU, softmax, bias additions, residuals and the dropout multiplications
+    into C++ kernels; dropout masks come from `electra_hf::dropout_mask` (same generator as eager).
+    scope="model": `torch.compile(model)` as a whole.
+    Pre-training batches are packed to one length, so shapes are static (`dynamic=False`).
+    `compile_kwargs` go to `torch.compile`.
     """
     compile_kwargs.setdefault("dynamic", False)
-    return torch.compile(model, **compile_kwargs)
+    if scope == "model":
+        return torch.compile(model, **compile_kwargs)
+    if scope != "layers":
+        raise ValueError(f"scope must be 'layers' or 'model', got {scope!r}")
+    for module in model.modules():
+        if isinstance(module, (ElectraLayer, ElectraEmbeddings)):
+            module.compile(**compile_kwargs)
+    return model
 
 
 AutoModel.register(ElectraPretrainingConfig, ElectraForRTDPretraining)
