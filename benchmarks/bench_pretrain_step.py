@@ -27,7 +27,7 @@ Useful FLOPs per step are counted explicitly from the configuration (the same fo
 + 6 · (generator head: dense H_g→E and the tied E→V projection) · masked positions.
 Embedding lookups, layer norms, activations, softmax and the optimizer are not counted.
 
-    python benchmarks/bench_pretrain_step.py                       # Small + tiny, fp32 (CPU: ~6 min)
+    python benchmarks/bench_pretrain_step.py                       # Small + tiny, fp32 (2-core CPU: ~4 min)
     python benchmarks/bench_pretrain_step.py --presets tiny --rounds 2
     python benchmarks/bench_pretrain_step.py --variants naive electra_hf compile --presets tiny
     python benchmarks/bench_pretrain_step.py --device cuda --presets small base   # fp32 and bf16
@@ -309,6 +309,8 @@ def worker(conn, spec: dict) -> None:
 
     torch.set_num_threads(spec["threads"])
     device = spec["device"]
+    if device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 (bf16 runs use autocast)
     if device == "cpu" and spec["variant"] != "naive":
         # The library's CPU process settings (allocator; see configure_cpu_training), as a training
         # script using electra_hf applies them at start-up.
@@ -385,24 +387,35 @@ def run_case(args, preset: str, precision: str, variants: list[str], gemm_log: l
         info[variant] = {"warmup_s": round(ready["warmup_s"], 2), "warmup_step_s": [round(t, 3) for t in ready["warmup_step_s"]]}
         workers[variant] = (process, parent)
     times = {v: [] for v in variants}
+    # A GEMM sample right before and right after each variant's steps: shared, virtualised machines
+    # switch between throughput states (e.g. a busy sibling hyper-thread), so the fraction of GEMM
+    # throughput is computed per round against the GEMM the machine delivered at that moment.
+    paired = {v: [] for v in variants}
     for round_index in range(args.rounds):
         order = variants[round_index % len(variants):] + variants[: round_index % len(variants)]
         for variant in order:
+            before = measure_gemm(device, "float32", args.gemm_size, repeats=1)
             workers[variant][1].send(("run", steps))
-            times[variant] += workers[variant][1].recv()
-        gemm_log += measure_gemm(device, "float32", args.gemm_size, repeats=2)
+            round_times = workers[variant][1].recv()
+            after = measure_gemm(device, "float32", args.gemm_size, repeats=1)
+            times[variant] += round_times
+            gemm_log += before + after
+            paired[variant].append({"step_s_median": statistics.median(round_times),
+                                    "gemm_flops": statistics.mean(before + after)})
         print(f"[{preset} {precision}] round {round_index + 1}/{args.rounds}: "
-              + ", ".join(f"{v} {statistics.median(times[v][-steps:]):.3f}s" for v in variants), flush=True)
+              + ", ".join(f"{v} {statistics.median(times[v][-steps:]):.3f}s" for v in variants)
+              + f"; GEMM {statistics.median(gemm_log[-2 * len(variants):]) / 1e9:.0f} GFLOP/s", flush=True)
     for variant, (process, conn) in workers.items():
         conn.send(("stats", None))
         info[variant].update(conn.recv())
         conn.send(("stop", None))
         process.join(timeout=60)
         info[variant]["step_s"] = [round(t, 4) for t in times[variant]]
+        info[variant]["rounds"] = paired[variant]
     return {"preset": preset, "precision": precision, "steps_per_round": steps, "variants": info}
 
 
-def summarise(case: dict, config, args, gemm_best: float, gemm_median: float) -> list[dict]:
+def summarise(case: dict, config, args, gemm_best: float) -> list[dict]:
     tokens = args.batch_size * args.seq_len
     rows = []
     naive_median = None
@@ -420,9 +433,12 @@ def summarise(case: dict, config, args, gemm_best: float, gemm_median: float) ->
             "useful_flops_breakdown_gflop": {k: round(v / 1e9, 2) for k, v in flops.items()},
             "useful_gflops_median": flops["total"] / median / 1e9,
             "useful_gflops_best": flops["total"] / best / 1e9,
-            # Like with like: the median step against the median GEMM sample, the best against the best.
-            "fraction_of_gemm_median": flops["total"] / median / gemm_median,
+            # Like with like: each round's median step against the GEMM measured around it (median
+            # over rounds), and the best step against the best GEMM sample of the run.
+            "fraction_of_gemm_paired": statistics.median(
+                flops["total"] / r["step_s_median"] / r["gemm_flops"] for r in data["rounds"]),
             "fraction_of_gemm_best": flops["total"] / best / gemm_best,
+            "gemm_gflops_around_rounds": [round(r["gemm_flops"] / 1e9, 1) for r in data["rounds"]],
             "peak_rss_gb": data["peak_rss_bytes"] / 1e9,
             "warmup_s": data["warmup_s"],
             "final_loss": data["losses"][-1] if data["losses"] else None,
@@ -454,12 +470,13 @@ def markdown(report: dict) -> str:
         f"sequence {report['seq_len']} (packed, no padding), vocabulary {report['vocab_size']}, attention `{report['attn']}`.",
         "",
         f"Dense fp32 GEMM (`torch.mm` {gemm['size']}²) measured in this run: best {gemm['fp32_best_gflops']:.0f} GFLOP/s, "
-        f"median {gemm['fp32_median_gflops']:.0f} GFLOP/s over {len(gemm['fp32_samples_gflops'])} samples. "
+        f"median {gemm['fp32_median_gflops']:.0f} GFLOP/s, range {min(gemm['fp32_samples_gflops']):.0f}–"
+        f"{max(gemm['fp32_samples_gflops']):.0f} over {len(gemm['fp32_samples_gflops'])} samples. "
         f"bf16: {report['bf16']['reason']}" + ("" if report["bf16"]["native"] else " — not benchmarked as a win.")
         + (f" One bf16-autocast step of electra_hf: {report['bf16']['probe_step_s']:.2f} s vs {report['bf16']['probe_fp32_step_s']:.2f} s fp32."
            if report["bf16"].get("probe_step_s") else ""),
         "",
-        "| preset | precision | variant | tokens/s (median) | tokens/s range | step s (median) | × naive | useful GFLOP/s (median) | % of GEMM: median (best) | peak memory GB |",
+        "| preset | precision | variant | tokens/s (median) | tokens/s range | step s (median) | × naive | useful GFLOP/s (median) | % of GEMM: paired (best/best) | peak memory GB |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report["results"]:
@@ -468,15 +485,16 @@ def markdown(report: dict) -> str:
             f"| {r['preset']} | {r['precision']} | {r['variant']} | {r['tokens_per_s_median']:,.0f} | "
             f"{r['tokens_per_s_worst']:,.0f}–{r['tokens_per_s_best']:,.0f} | {r['step_s_median']:.3f} | "
             f"{'—' if r['speedup_vs_naive'] is None else format(r['speedup_vs_naive'], '.2f')} | {r['useful_gflops_median']:.1f} | "
-            f"{100 * r['fraction_of_gemm_median']:.1f}% ({100 * r['fraction_of_gemm_best']:.1f}%) | {memory:.2f} |"
+            f"{100 * r['fraction_of_gemm_paired']:.1f}% ({100 * r['fraction_of_gemm_best']:.1f}%) | {memory:.2f} |"
         )
     lines += [
         "",
         "Useful FLOPs per step are the same for every variant (the naive one computes vocabulary logits at every "
         "position, which is not counted): 6·(dense matmul weights)·tokens for both encoders and the discriminator "
-        "head, the attention matmuls, and the generator head only at the masked positions. % of GEMM = useful "
-        "FLOP/s at the median step time / median GEMM sample (in parentheses: best step / best GEMM sample); both are "
-        "measured interleaved, so they saw the same machine. "
+        "head, the attention matmuls, and the generator head only at the masked positions. % of GEMM (paired) = "
+        "useful FLOP/s of each round's median step / the GEMM FLOP/s measured just before and after those steps, "
+        "median over rounds (a shared virtual machine switches between throughput states, see the GEMM samples); "
+        "in parentheses: the best step against the best GEMM sample of the run. "
         "Peak memory: " + ("`torch.cuda.max_memory_allocated`" if m["device"] == "cuda" else
                            "RSS high-water mark of the variant's own process (model, optimizer state, activations, Python, libraries).")
         + f" Timed steps per variant: {report['results'][0]['timed_steps'] if report['results'] else 0}, in "
@@ -540,7 +558,7 @@ def main(argv: list[str] | None = None) -> dict:
             cases.append(case)
     gemm_peak, gemm_median = max(gemm_log), statistics.median(gemm_log)
     for case in cases:
-        results += summarise(case, build_config(case["preset"], args.vocab_size, args.seq_len), args, gemm_peak, gemm_median)
+        results += summarise(case, build_config(case["preset"], args.vocab_size, args.seq_len), args, gemm_peak)
 
     if args.bf16_probe and not native_bf16:
         probe_args = argparse.Namespace(**{**vars(args), "rounds": 1, "steps": 1, "warmup": 1})

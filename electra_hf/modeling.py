@@ -170,7 +170,7 @@ def categorical_sample(log_probs: torch.Tensor, block_size: int = 256, normalize
 # (`bernoulli_`, ~10 ns per element), then applies the mask in two more passes; an ELECTRA-Small
 # step drops ~63M activations (hidden states and attention probabilities of both networks), which
 # took ~0.7 s of a ~3.5 s step. Here the random bits come from numpy's SFC64 generator (raw 64-bit
-# output, ~0.5 ns per 32 bits), seeded by one draw from torch's default CPU generator — so
+# output, 1–2 ns per 32 bits), seeded by one draw from torch's default CPU generator — so
 # `torch.manual_seed` makes runs reproducible and activation checkpointing's RNG-state replay
 # regenerates the same masks — and the mask is one fp32 tensor holding 0 or 1/(1 - p) (one
 # multiply forward, one backward). A position is kept iff a uniform 32-bit integer is >= p·2³²
@@ -268,8 +268,8 @@ class _FastCPUDropoutSelfAttention(ElectraSelfAttention):
 
     With dropout, `scaled_dot_product_attention` on a CPU falls back to its math path anyway
     (matmul, softmax, `bernoulli_` dropout, matmul); this is the same computation with the cheaper
-    dropout. Evaluation, accelerators, torch.compile and KV caches go to transformers' own forward
-    (sdpa / eager as configured).
+    dropout (also under torch.compile, through `electra_hf::dropout_mask`). Evaluation, accelerators,
+    returned attention weights and KV caches go to transformers' own forward (sdpa / eager as configured).
     """
 
     def forward(self, hidden_states, attention_mask=None, past_key_values=None, **kwargs):
@@ -532,7 +532,8 @@ def compile_for_training(model: nn.Module, scope: str = "layers", **compile_kwar
     sampling and the losses stay in eager mode, where they are already efficient. On a CPU inductor
     fuses layer norms, GELU, softmax, bias additions, residuals and the dropout multiplications
     into C++ kernels; dropout masks come from `electra_hf::dropout_mask` (same generator as eager).
-    scope="model": `torch.compile(model)` as a whole.
+    scope="model": `torch.compile(model)` as a whole (a much longer compile; on a CPU its fused
+    vocabulary-sized kernels were slower than eager's in our measurements).
     Pre-training batches are packed to one length, so shapes are static (`dynamic=False`).
     `compile_kwargs` go to `torch.compile`.
     """

@@ -74,8 +74,8 @@ class ElectraAdamW(Optimizer):
             where foreach falls back to per-tensor loops). It computes the same update up to
             floating-point rounding (≤ 1 ulp per step); without bias correction it is given
             an infinite step count, which makes both correction factors exactly 1. None (default)
-            = when ``foreach`` is None and the kernel supports the parameters (CPU; CUDA without
-            bias correction, whose per-parameter step counts stay on the CPU).
+            = on CPU parameters when ``foreach`` is None. True also accepts CUDA parameters without
+            bias correction (the per-parameter step counts stay on the CPU).
     """
 
     def __init__(
@@ -168,16 +168,15 @@ class ElectraAdamW(Optimizer):
         if fused is False or (fused is None and group.get("foreach") is not None):
             return False
         devices = {p.device.type for p in params}
-        supported = (
-            hasattr(torch, "_fused_adamw_")
-            and all(p.dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16) for p in params)
-            and (devices == {"cpu"} or (devices == {"cuda"} and not group["bias_correction"]))
-        )
-        if fused and not supported:
+        floating = all(p.dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16) for p in params)
+        if fused is None:  # automatic: the CPU, where foreach falls back to per-tensor loops
+            return hasattr(torch, "_fused_adamw_") and floating and devices == {"cpu"}
+        if not (hasattr(torch, "_fused_adamw_") and floating
+                and (devices == {"cpu"} or (devices == {"cuda"} and not group["bias_correction"]))):
             raise RuntimeError(
                 "ElectraAdamW(fused=True) needs floating-point parameters on the CPU, or on CUDA without bias correction"
             )
-        return supported
+        return True
 
     def _fused_update(self, params, grads, exp_avgs, exp_avg_sqs, steps, group) -> None:
         beta1, beta2 = group["betas"]
