@@ -34,7 +34,7 @@ from electra_hf.collator import DataCollatorForElectra
 from electra_hf.configuration import PRESETS, ElectraPretrainingConfig
 from electra_hf.export import export_pretrained
 from electra_hf.hub import push_exports_to_hub
-from electra_hf.modeling import ElectraForRTDPretraining
+from electra_hf.modeling import ElectraForRTDPretraining, compile_for_training, configure_cpu_training
 from electra_hf.optimization import ElectraAdamW, build_scheduler, parameter_groups
 from electra_hf.plotting import plot_pretraining_curves
 from electra_hf.training import (
@@ -78,7 +78,7 @@ class ModelArguments:
     attention_probs_dropout_prob: float = field(default=0.1, metadata={"help": "Dropout (attention)."})
     attn_implementation: str = field(default="sdpa", metadata={"help": "'sdpa' (fastest available) or 'eager'."})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations in backward (less memory, ~30% slower)."})
-    torch_compile: bool = field(default=False, metadata={"help": "Compile the model with torch.compile."})
+    torch_compile: bool = field(default=False, metadata={"help": "Compile each transformer layer with torch.compile (electra_hf.modeling.compile_for_training)."})
 
 
 @dataclass
@@ -426,6 +426,8 @@ def main(argv: list[str] | None = None) -> dict:
     use_cpu = not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true")
     mixed_precision = train_args.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
     check_mixed_precision(mixed_precision, use_cpu, train_args.allow_slow_bf16)
+    if use_cpu:
+        configure_cpu_training()  # keep freed buffers: no page faults on every step
     # DDP/DeepSpeed on CPU need gloo (DeepSpeed otherwise miscounts processes); only in a real launch.
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     handlers = [InitProcessGroupKwargs(backend="gloo")] if use_cpu and distributed else []
@@ -545,7 +547,7 @@ def main(argv: list[str] | None = None) -> dict:
     # process would apply the same noise pattern to its different examples. One process: --seed.
     set_seed(train_args.seed, device_specific=True)
     if model_args.torch_compile:
-        model = torch.compile(model)
+        model = compile_for_training(model)
 
     run_config = {
         "model_args": asdict(model_args), "data_args": asdict(data_args), "train_args": asdict(train_args),

@@ -70,6 +70,28 @@ def tokenize_sentences(tokenizer, sentences=SAMPLE_SENTENCES, pairs=True) -> lis
     ]
 
 
+def build_tiny_discriminator(directory, texts, vocab_size: int = 400, lowercase: bool = True,
+                             max_positions: int = 128):
+    """A WordPiece tokenizer trained on `texts` (electra_hf.data's trainer) and a random tiny
+    ElectraForPreTraining (hidden 32, 2 layers), saved to `directory` like an export."""
+    from pathlib import Path
+
+    from transformers import ElectraConfig, ElectraForPreTraining
+
+    from electra_hf.data import train_wordpiece_tokenizer
+
+    directory = Path(directory)
+    tokenizer = train_wordpiece_tokenizer(texts, vocab_size=vocab_size, lowercase=lowercase, min_frequency=0,
+                                          show_progress=False)
+    torch.manual_seed(0)
+    config = ElectraConfig(vocab_size=len(tokenizer), embedding_size=32, hidden_size=32, num_hidden_layers=2,
+                           num_attention_heads=2, intermediate_size=64, max_position_embeddings=max_positions)
+    directory.mkdir(parents=True, exist_ok=True)
+    ElectraForPreTraining(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
 @pytest.fixture(autouse=True)
 def _deterministic_torch():
     torch.manual_seed(0)

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from .conftest import build_tiny_discriminator
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("ELECTRA_HF_DATA", REPO.parent / "shared" / "data"))
 SQUAD_DEV = DATA / "qa" / "squad-v1.1" / "dev-v1.1.json.gz"
@@ -38,33 +40,6 @@ def _squad_json() -> dict:
         return json.load(fh)
 
 
-def build_tiny_discriminator(directory: Path, texts: list[str], vocab_size: int = 500) -> Path:
-    """A lower-cased WordPiece tokenizer trained on ``texts`` with the tokenizers library and a random
-    ElectraForPreTraining (hidden 32, 2 layers, 192 positions), both saved to ``directory``."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import ElectraConfig, ElectraForPreTraining, PreTrainedTokenizerFast
-
-    wordpiece = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    wordpiece.normalizer = normalizers.BertNormalizer(lowercase=True)
-    wordpiece.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    wordpiece.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials))
-    wordpiece.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", wordpiece.token_to_id("[CLS]")), ("[SEP]", wordpiece.token_to_id("[SEP]"))])
-    wordpiece.decoder = decoders.WordPiece()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=wordpiece, unk_token="[UNK]", pad_token="[PAD]",
-                                        cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
-    torch.manual_seed(0)
-    config = ElectraConfig(vocab_size=len(tokenizer), embedding_size=32, hidden_size=32, num_hidden_layers=2,
-                           num_attention_heads=2, intermediate_size=64, max_position_embeddings=MAX_POSITIONS)
-    directory.mkdir(parents=True, exist_ok=True)
-    ElectraForPreTraining(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     texts = []
@@ -72,7 +47,7 @@ def tiny(tmp_path_factory):
         for paragraph in article["paragraphs"]:
             texts.append(paragraph["context"])
             texts += [qa["question"] for qa in paragraph["qas"]]
-    return build_tiny_discriminator(tmp_path_factory.mktemp("tiny_squad"), texts)
+    return build_tiny_discriminator(tmp_path_factory.mktemp("tiny_squad"), texts, vocab_size=500, max_positions=MAX_POSITIONS)
 
 
 def _common(tiny, out, *extra):

@@ -13,6 +13,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from .conftest import build_tiny_discriminator
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("ELECTRA_HF_DATA", REPO.parent / "shared" / "data"))
 CONLL2003 = DATA / "ner" / "conll2003"
@@ -31,39 +33,12 @@ def _load_script():
 train_tagging = _load_script()
 
 
-def build_tiny_discriminator(directory: Path, texts: list[str], vocab_size: int = 400, max_positions: int = 128) -> Path:
-    """A cased WordPiece tokenizer trained on ``texts`` with the tokenizers library and a random
-    ElectraForPreTraining (hidden 32, 2 layers), both saved to ``directory``."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import ElectraConfig, ElectraForPreTraining, PreTrainedTokenizerFast
-
-    wordpiece = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    wordpiece.normalizer = normalizers.BertNormalizer(lowercase=False)
-    wordpiece.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    wordpiece.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials))
-    wordpiece.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", wordpiece.token_to_id("[CLS]")), ("[SEP]", wordpiece.token_to_id("[SEP]"))])
-    wordpiece.decoder = decoders.WordPiece()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=wordpiece, unk_token="[UNK]", pad_token="[PAD]",
-                                        cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
-    torch.manual_seed(0)
-    config = ElectraConfig(vocab_size=len(tokenizer), embedding_size=32, hidden_size=32, num_hidden_layers=2,
-                           num_attention_heads=2, intermediate_size=64, max_position_embeddings=max_positions)
-    directory.mkdir(parents=True, exist_ok=True)
-    ElectraForPreTraining(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     lines = (CONLL2003 / "eng.train").read_text().splitlines()[:30000]
     words = [line.split()[0] for line in lines if line.strip() and not line.startswith("-DOCSTART-")]
     texts = [" ".join(words[i:i + 50]) for i in range(0, len(words), 50)]
-    return build_tiny_discriminator(tmp_path_factory.mktemp("tiny_tagging"), texts)
+    return build_tiny_discriminator(tmp_path_factory.mktemp("tiny_tagging"), texts, vocab_size=400, lowercase=False)
 
 
 def _common(tiny, out, *extra):
