@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator, DataLoaderConfiguration, InitProcessGroupKwargs
+from accelerate import DataLoaderConfiguration
 from accelerate.utils import DistributedType, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -39,8 +39,10 @@ from electra_hf.optimization import ElectraAdamW, build_scheduler, parameter_gro
 from electra_hf.plotting import plot_pretraining_curves
 from electra_hf.training import (
     NonFiniteGuard,
+    build_accelerator,
     check_mixed_precision,
     flatten_for_trackers,
+    is_cpu_launch,
     read_training_state,
     resolve_report_to,
     resolve_resume_path,
@@ -308,68 +310,6 @@ def check_resume_batch(state: dict, train_args, num_processes: int, checkpoint: 
         )
 
 
-def check_distributed_setup(accelerator) -> None:
-    """Refuse a launch whose processes would not train together (observed with accelerate 1.15)."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and accelerator.distributed_type != DistributedType.FSDP:
-        raise RuntimeError(
-            f"FSDP was requested (accelerate config/--use_fsdp) but Accelerate set up {accelerator.distributed_type.value}: "
-            "Accelerate enables FSDP only on GPUs/accelerators, never on the CPU (on a CPU it would run "
-            + ("plain DDP" if accelerator.distributed_type != DistributedType.NO else "unsynchronised copies")
-            + "). Use FSDP on GPUs; on a CPU use DDP (accelerate_configs/cpu_ddp_2proc.yaml) or DeepSpeed ZeRO."
-        )
-    if world_size > 1 and accelerator.distributed_type == DistributedType.NO:
-        raise RuntimeError(
-            f"launched as {world_size} processes but Accelerate set up no distributed training: each process would "
-            "train its own copy of the model on part of the data. On a machine without GPUs launch with "
-            "ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes N (DDP over gloo)."
-        )
-
-
-def configure_deepspeed(accelerator, train_args, use_cpu: bool = False) -> None:
-    """Fill the DeepSpeed config's "auto" values from the flags, and refuse values that contradict them.
-
-    Accelerate would otherwise fill "auto" batch sizes from the smaller of the train/eval batch
-    sizes, set gradient_clipping to 1.0 whatever --max_grad_norm says (DeepSpeed clips, not the
-    script), silently prefer the JSON's gradient_accumulation_steps, and leave ZeRO-3 unable to
-    gather the weights for the exports, which would only fail after training.
-    """
-    plugin = accelerator.state.deepspeed_plugin
-    config = plugin.deepspeed_config
-    micro = train_args.per_device_train_batch_size
-    expected = {
-        "train_micro_batch_size_per_gpu": (micro, "--per_device_train_batch_size"),
-        "gradient_accumulation_steps": (train_args.gradient_accumulation_steps, "--gradient_accumulation_steps"),
-        "train_batch_size": (micro * train_args.gradient_accumulation_steps * accelerator.num_processes,
-                             "--per_device_train_batch_size × --gradient_accumulation_steps × processes"),
-        "gradient_clipping": (train_args.max_grad_norm, "--max_grad_norm"),
-    }
-    problems = []
-    for key, (value, flag) in expected.items():
-        current = config.get(key, "auto")
-        if current == "auto":
-            config[key] = value
-        elif float(current) != float(value):
-            problems.append(f"{key}={current} but {flag} gives {value}")
-    zero = config.setdefault("zero_optimization", {})
-    if zero.get("stage") == 3:
-        gather = zero.get("stage3_gather_16bit_weights_on_model_save", "auto")
-        if gather == "auto":
-            zero["stage3_gather_16bit_weights_on_model_save"] = True
-        elif not gather:
-            problems.append("ZeRO-3 with stage3_gather_16bit_weights_on_model_save=false: the exports need the "
-                            "full weights gathered (set it to true)")
-    for precision in ("bf16", "fp16"):
-        if config.get(precision, {}).get("enabled") is True:  # set in the JSON itself, not "auto"
-            check_mixed_precision(precision, use_cpu, train_args.allow_slow_bf16)
-    if "optimizer" in config or "scheduler" in config:
-        problems.append("the DeepSpeed config defines an optimizer/scheduler; this script builds its own "
-                        "(ElectraAdamW + the ELECTRA schedule): remove them from the JSON")
-    if problems:
-        raise ValueError("the DeepSpeed config contradicts the command line: " + "; ".join(problems) +
-                         ". Set these to \"auto\" in the DeepSpeed JSON (the flags are then used) or change the flags.")
-
-
 @contextlib.contextmanager
 def single_process_construction(accelerator):
     """Build/save models on one process while a ZeRO-3 DeepSpeed config is active.
@@ -423,33 +363,20 @@ def main(argv: list[str] | None = None) -> dict:
     if train_args.push_to_hub and not train_args.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id (the Hub repository for the discriminator)")
     trackers = resolve_report_to(train_args.report_to)
-    use_cpu = not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true")
+    use_cpu = is_cpu_launch()
     mixed_precision = train_args.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
     check_mixed_precision(mixed_precision, use_cpu, train_args.allow_slow_bf16)
     if use_cpu:
         configure_cpu_training()  # keep freed buffers: no page faults on every step
-    # DDP/DeepSpeed on CPU need gloo (DeepSpeed otherwise miscounts processes); only in a real launch.
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    handlers = [InitProcessGroupKwargs(backend="gloo")] if use_cpu and distributed else []
-    use_deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
-    accelerator = Accelerator(
-        # On a machine without GPUs, `accelerate launch --multi_gpu` (and a config's `use_cpu: true`,
-        # which that launcher ignores) would give N processes with no distribution at all; cpu=True
-        # makes them DDP over gloo. Not for DeepSpeed, which Accelerate turns off when cpu=True.
-        cpu=use_cpu and not use_deepspeed,
-        gradient_accumulation_steps=train_args.gradient_accumulation_steps,
-        mixed_precision=train_args.mixed_precision,
+    accelerator = build_accelerator(
+        train_args,
         log_with=trackers or None,
         project_dir=train_args.output_dir,
         # The same shuffled order on every process (each takes its share of each global batch),
         # seeded by --seed rather than by whatever the global RNG holds when the loader is prepared.
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=train_args.seed),
-        kwargs_handlers=handlers,
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO if accelerator.is_main_process else logging.WARNING)
-    check_distributed_setup(accelerator)
-    if accelerator.distributed_type == DistributedType.DEEPSPEED:
-        configure_deepspeed(accelerator, train_args, use_cpu)
     if is_demo:
         logger.warning("DEMO RUN: no data arguments were given, so this pre-trains a tiny ELECTRA on the Python "
                        "standard library's documentation (pydoc_data) for %d steps. Pass --train_files or "

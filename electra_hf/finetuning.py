@@ -22,12 +22,15 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import inspect
+import json
 import logging
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,6 +38,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from .optimization import ElectraAdamW, build_scheduler, layerwise_lr_parameter_groups
+from .training import find_latest_checkpoint, read_training_state, save_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +53,7 @@ __all__ = [
     "make_accelerator",
     "make_collator",
     "LengthGroupedSampler",
+    "EpochShuffleSampler",
     "build_optimizer",
     "predict",
     "finetune",
@@ -142,6 +147,18 @@ class FinetuningArguments:
     save_model: bool = field(default=True, metadata={"help": "save_pretrained the fine-tuned model (+ tokenizer) per seed."})
     dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
     disable_tqdm: bool = field(default=False, metadata={"help": "No progress bars."})
+    checkpointing_steps: int = field(
+        default=0,
+        metadata={"help": "Every N optimizer steps, save a resumable checkpoint of the running fine-tuning (model, "
+                          "optimizer, schedule, RNG states, position in the data) into <run dir>/checkpoints/; only "
+                          "the newest is kept and it is deleted when the run finishes. 0: none."},
+    )
+    resume: bool = field(
+        default=False,
+        metadata={"help": "Continue an interrupted run in the same output_dir: finished (task, seed) runs are read "
+                          "back from their run_result.json instead of being trained again, and an unfinished one "
+                          "continues from its newest checkpoint (from the start if it has none)."},
+    )
 
     def __post_init__(self):
         if self.model_size is not None and self.model_size not in OFFICIAL_LEARNING_RATES:
@@ -150,6 +167,8 @@ class FinetuningArguments:
             raise ValueError(f"--warmup_ratio must be in [0, 1], got {self.warmup_ratio}")
         if self.gradient_accumulation_steps < 1:
             raise ValueError("--gradient_accumulation_steps must be ≥ 1")
+        if self.checkpointing_steps < 0:
+            raise ValueError(f"--checkpointing_steps must be ≥ 0, got {self.checkpointing_steps}")
         if not self.seeds:
             raise ValueError("--seeds needs at least one seed")
         if self.metric_for_best_model is not None and self.eval_steps <= 0:
@@ -193,22 +212,18 @@ def resolve_learning_rate_and_layer_decay(args: FinetuningArguments, config: Any
 def make_accelerator(args: FinetuningArguments, **kwargs):
     """An ``Accelerator`` for ``args`` (mixed precision, accumulation, trackers), after checking
     that the requested trackers are installed (accelerate silently drops a missing tensorboard)
-    and that the precision suits the hardware (bf16 on a CPU without bf16 units is refused)."""
-    from accelerate import Accelerator
+    and that the precision suits the hardware (bf16 on a CPU without bf16 units is refused).
 
-    from .training import check_mixed_precision, resolve_report_to
+    Built by :func:`electra_hf.training.build_accelerator`, as in pre-training: multi-process CPU
+    launches get DDP over gloo, DeepSpeed "auto" values come from these arguments (and a JSON
+    that contradicts them is refused), launches that would not train together are refused.
+    """
+    from .training import build_accelerator, check_mixed_precision, is_cpu_launch, resolve_report_to
 
     trackers = resolve_report_to(",".join(args.report_to) if args.report_to else "none")
-    use_cpu = not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true")
     mixed_precision = args.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
-    check_mixed_precision(mixed_precision, use_cpu, getattr(args, "allow_slow_bf16", False))
-    return Accelerator(
-        mixed_precision=args.mixed_precision,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        log_with=trackers or None,
-        project_dir=args.output_dir,
-        **kwargs,
-    )
+    check_mixed_precision(mixed_precision, is_cpu_launch(), getattr(args, "allow_slow_bf16", False))
+    return build_accelerator(args, log_with=trackers or None, project_dir=args.output_dir, **kwargs)
 
 
 def make_collator(tokenizer, args: FinetuningArguments):
@@ -219,6 +234,30 @@ def make_collator(tokenizer, args: FinetuningArguments):
     if args.pad_to_max_length:
         return default_data_collator
     return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=args.pad_to_multiple_of)
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A random order that is a pure function of (seed, epoch), identical on every process.
+
+    Unlike a DataLoader's ``shuffle=True`` with one generator (whose epoch-k order depends on the
+    k earlier epochs having been drawn in the same process), a run resumed in the middle of
+    epoch k sees exactly the order the uninterrupted run saw. Call :meth:`set_epoch` each epoch.
+    """
+
+    def __init__(self, num_examples: int, seed: int = 0):
+        self.num_examples = num_examples
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_examples
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        yield from torch.randperm(self.num_examples, generator=generator).tolist()
 
 
 class LengthGroupedSampler(Sampler[int]):
@@ -451,26 +490,29 @@ def finetune(
     if len(train_dataset) == 0:
         raise ValueError("The training set is empty")
     order_seed = seed if seed is not None else 0
+    # Every DataLoader iterator draws a worker base seed from its generator; with none it would
+    # draw from the global RNG, so a resumed run (which starts a new iterator) would see other
+    # dropout masks than the uninterrupted one.
     loader_kwargs = dict(batch_size=args.per_device_train_batch_size, collate_fn=data_collator,
-                         num_workers=args.dataloader_num_workers)
-    sampler = None
+                         num_workers=args.dataloader_num_workers, generator=torch.Generator().manual_seed(order_seed))
     if args.group_by_length:
         if "input_ids" not in train_dataset.column_names:
             raise ValueError("--group_by_length needs an input_ids column")
         lengths = [len(ids) for ids in train_dataset["input_ids"]]
         sampler = LengthGroupedSampler(lengths, args.per_device_train_batch_size, seed=order_seed)
-        train_loader = DataLoader(train_dataset, sampler=sampler, **loader_kwargs)
     else:
-        train_loader = DataLoader(train_dataset, shuffle=True,
-                                  generator=torch.Generator().manual_seed(order_seed), **loader_kwargs)
+        sampler = EpochShuffleSampler(len(train_dataset), seed=order_seed)
+    train_loader = DataLoader(train_dataset, sampler=sampler, **loader_kwargs)
     eval_loaders = {
         split: DataLoader(_drop_unused_columns(ds, model, label_names), batch_size=args.per_device_eval_batch_size,
-                          collate_fn=data_collator, num_workers=args.dataloader_num_workers)
+                          collate_fn=data_collator, num_workers=args.dataloader_num_workers,
+                          generator=torch.Generator().manual_seed(order_seed))
         for split, ds in (eval_datasets or {}).items()
     }
     predict_loaders = {
         split: DataLoader(_drop_unused_columns(ds, model, label_names), batch_size=args.per_device_eval_batch_size,
-                          collate_fn=data_collator, num_workers=args.dataloader_num_workers)
+                          collate_fn=data_collator, num_workers=args.dataloader_num_workers,
+                          generator=torch.Generator().manual_seed(order_seed))
         for split, ds in (predict_datasets or {}).items()
     }
 
@@ -504,16 +546,64 @@ def finetune(
     step_loss = torch.zeros((), device=accelerator.device)
     micro_batches = 0
     global_step = 0
-    progress = tqdm(total=total_steps, desc=f"{log_prefix}train".strip("/"),
+    global_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * accelerator.num_processes
+    checkpoints_root = Path(output_dir) / "checkpoints"
+    resume_path = find_latest_checkpoint(checkpoints_root) if args.resume else None
+    if resume_path is not None:
+        state = read_training_state(resume_path)
+        expected = {"total_steps": total_steps, "global_batch": global_batch, "seed": seed,
+                    "num_train_examples": len(train_dataset)}
+        different = {k: (state.get(k), v) for k, v in expected.items() if state.get(k) != v}
+        if different:
+            raise ValueError(
+                f"--resume: the checkpoint {resume_path} belongs to another run ("
+                + ", ".join(f"{k} {old} there, {new} now" for k, (old, new) in different.items())
+                + "); resume with the same data, seed, epochs and global batch, or use another --output_dir.")
+        accelerator.load_state(str(resume_path))  # weights, optimizer, RNG states of every process
+        scheduler.load_state_dict(torch.load(resume_path / "scheduler.pt", weights_only=True))
+        global_step = state["global_step"]
+        loss_history = [torch.tensor(v, device=accelerator.device) for v in state["loss_history"]]
+        eval_history = [(step, metrics) for step, metrics in state["eval_history"]]
+        best_value, best_metrics = state["best_value"], state["best_metrics"]
+        if (resume_path / "best_model_state.pt").is_file() and (accelerator.is_main_process or not _is_zero3(accelerator)):
+            best_state = torch.load(resume_path / "best_model_state.pt", weights_only=True)
+        window_loss.fill_(state["window_loss"])
+        window_steps = state["window_steps"]
+        last_logged_loss = state["last_logged_loss"]
+        logger.info("resumed %s at optimizer step %d of %d", resume_path, global_step, total_steps)
+
+    def save_running_checkpoint() -> None:
+        """A collective (DeepSpeed saves shards on every process); crash-safe (see save_checkpoint)."""
+        state = {"global_step": global_step, "total_steps": total_steps, "global_batch": global_batch, "seed": seed,
+                 "num_train_examples": len(train_dataset),
+                 "loss_history": torch.stack(loss_history).tolist() if loss_history else [],
+                 "eval_history": eval_history, "best_value": best_value, "best_metrics": best_metrics,
+                 "window_loss": float(accelerator.reduce(window_loss, "mean")), "window_steps": window_steps,
+                 "last_logged_loss": last_logged_loss}
+
+        def extras(folder: Path) -> None:
+            torch.save(scheduler.state_dict(), folder / "scheduler.pt")
+            if best_state is not None:
+                torch.save(best_state, folder / "best_model_state.pt")
+
+        save_checkpoint(accelerator, checkpoints_root, global_step, state, total_limit=1, save_extras=extras)
+
+    progress = tqdm(total=total_steps, initial=global_step, desc=f"{log_prefix}train".strip("/"),
                     disable=args.disable_tqdm or not accelerator.is_local_main_process)
     start = time.perf_counter()
     model.train()
-    for epoch in range(num_epochs):
-        if sampler is not None:
-            sampler.set_epoch(epoch)
+    start_epoch = global_step // steps_per_epoch
+    for epoch in range(start_epoch, num_epochs):
+        if global_step >= total_steps:
+            break
+        sampler.set_epoch(epoch)
         if hasattr(train_loader, "set_epoch"):
             train_loader.set_epoch(epoch)
-        for batch in train_loader:
+        epoch_loader = train_loader
+        batches_done = (global_step - epoch * steps_per_epoch) * args.gradient_accumulation_steps
+        if batches_done > 0:  # resumed inside this epoch: the same order, minus what was trained on
+            epoch_loader = accelerator.skip_first_batches(train_loader, min(batches_done, len(train_loader)))
+        for batch in epoch_loader:
             with accelerator.accumulate(model):
                 outputs = model(**batch)
                 loss = outputs["loss"] if isinstance(outputs, Mapping) else outputs[0]
@@ -553,14 +643,13 @@ def finetune(
                 accelerator.log({f"{log_prefix}eval/{k}": v for k, v in metrics.items()}, step=log_step_offset + global_step)
                 if args.metric_for_best_model:
                     value = metrics.get(args.metric_for_best_model)
-                    if _is_better(value, best_value, args.greater_is_better):
+                    if _is_better(value, best_value, args.greater_is_better):  # same decision on every process
                         best_value, best_metrics = value, metrics
-                        best_state = {k: v.detach().to("cpu", copy=True)
-                                      for k, v in accelerator.unwrap_model(model).state_dict().items()}
+                        best_state = _full_state_copy(accelerator, model)
+            if args.checkpointing_steps > 0 and global_step % args.checkpointing_steps == 0 and global_step < total_steps:
+                save_running_checkpoint()
             if global_step >= total_steps:
                 break
-        if global_step >= total_steps:
-            break
     progress.close()
     runtime = time.perf_counter() - start
     if window_steps:  # a tail shorter than logging_steps (or logging disabled)
@@ -575,8 +664,11 @@ def finetune(
         if args.metric_for_best_model not in metrics:
             raise KeyError(f"--metric_for_best_model {args.metric_for_best_model!r} is not among the metrics "
                            f"{sorted(metrics)}")
-        if best_state is not None and not _is_better(value, best_value, args.greater_is_better):
-            accelerator.unwrap_model(model).load_state_dict(best_state)
+        if best_value is not None and not _is_better(value, best_value, args.greater_is_better):
+            _load_full_state(accelerator, model, best_state)
+            best_step = next(step for step, m in eval_history if m is best_metrics or m == best_metrics)
+            logger.info("kept the weights of step %d (%s %.4g; final %.4g)", best_step, args.metric_for_best_model,
+                        best_value, value)
             metrics = best_metrics
     metrics = {**metrics, "train_loss": last_logged_loss, "train_runtime": runtime,
                "train_steps_per_second": global_step / runtime if runtime > 0 else float("nan")}
@@ -591,7 +683,7 @@ def finetune(
         saved_to = output_dir
         save_finetuned_model(accelerator, model, output_dir, tokenizer)
     unwrapped = accelerator.unwrap_model(model)
-    return FinetuningResult(
+    result = FinetuningResult(
         seed=seed,
         metrics=metrics,
         loss_history=torch.stack(loss_history).tolist() if loss_history else [],
@@ -601,6 +693,103 @@ def finetune(
         output_dir=saved_to,
         model=unwrapped,
     )
+    if accelerator.is_main_process:
+        write_run_result(result, output_dir)
+        shutil.rmtree(checkpoints_root, ignore_errors=True)  # the run is complete: nothing to resume
+    accelerator.wait_for_everyone()
+    return result
+
+
+RUN_RESULT_FILE = "run_result.json"
+_PREDICTIONS_FILE = "run_predictions.npz"
+
+
+def write_run_result(result: FinetuningResult, run_dir: str | os.PathLike) -> Path:
+    """Record a finished run (metrics, histories, test-set predictions) in ``run_dir`` so that
+    ``--resume`` can skip it; written atomically (temp file + rename) after the predictions."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, np.ndarray] = {}
+
+    def store(value) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, (tuple, list)):
+            return [store(v) for v in value]
+        key = f"a{len(arrays)}"
+        arrays[key] = np.asarray(value)
+        return key
+
+    predictions = {split: {"predictions": store(p.predictions), "label_ids": store(p.label_ids)}
+                   for split, p in result.predictions.items()}
+    if arrays:
+        with open(run_dir / (_PREDICTIONS_FILE + ".tmp"), "wb") as handle:
+            np.savez(handle, **arrays)
+        os.replace(run_dir / (_PREDICTIONS_FILE + ".tmp"), run_dir / _PREDICTIONS_FILE)
+    record = {"seed": result.seed, "metrics": result.metrics, "loss_history": result.loss_history,
+              "eval_history": result.eval_history, "global_step": result.global_step, "output_dir": result.output_dir,
+              "predictions": predictions}
+    path = run_dir / RUN_RESULT_FILE
+    (run_dir / (RUN_RESULT_FILE + ".tmp")).write_text(json.dumps(record, indent=2, allow_nan=True))
+    os.replace(run_dir / (RUN_RESULT_FILE + ".tmp"), path)
+    return path
+
+
+def read_run_result(run_dir: str | os.PathLike) -> FinetuningResult | None:
+    """The finished run recorded in ``run_dir`` by :func:`write_run_result` (None if there is none)."""
+    from transformers import EvalPrediction
+
+    run_dir = Path(run_dir)
+    if not (run_dir / RUN_RESULT_FILE).is_file():
+        return None
+    record = json.loads((run_dir / RUN_RESULT_FILE).read_text())
+    arrays = dict(np.load(run_dir / _PREDICTIONS_FILE)) if (run_dir / _PREDICTIONS_FILE).is_file() else {}
+
+    def load(value):
+        if value is None:
+            return None
+        if isinstance(value, list):
+            return tuple(load(v) for v in value)
+        return arrays[value]
+
+    predictions = {split: EvalPrediction(predictions=load(p["predictions"]), label_ids=load(p["label_ids"]))
+                   for split, p in record["predictions"].items()}
+    return FinetuningResult(seed=record["seed"], metrics=record["metrics"], loss_history=record["loss_history"],
+                            eval_history=[(step, metrics) for step, metrics in record["eval_history"]],
+                            predictions=predictions, global_step=record["global_step"], output_dir=record["output_dir"])
+
+
+def _is_zero3(accelerator) -> bool:
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type != DistributedType.DEEPSPEED:
+        return False
+    return accelerator.state.deepspeed_plugin.deepspeed_config.get("zero_optimization", {}).get("stage") == 3
+
+
+def _full_state_copy(accelerator, model) -> dict[str, torch.Tensor] | None:
+    """A CPU copy of the full weights. A collective: call on every process. Under DeepSpeed
+    ZeRO-3 only the main process gets it (None elsewhere); otherwise every process its replica's."""
+    state_dict = accelerator.get_state_dict(model)
+    if _is_zero3(accelerator) and not accelerator.is_main_process:
+        return None
+    return {k: v.detach().to("cpu", copy=True) for k, v in state_dict.items()}
+
+
+def _load_full_state(accelerator, model, state_dict) -> None:
+    """Load weights from :func:`_full_state_copy` into the prepared model (a collective). Under
+    ZeRO-3 the parameters are gathered, the main process loads them and DeepSpeed re-partitions."""
+    unwrapped = accelerator.unwrap_model(model)
+    if _is_zero3(accelerator):
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(unwrapped.parameters()), modifier_rank=0):
+            if accelerator.is_main_process:
+                unwrapped.load_state_dict(state_dict, strict=False)
+        return
+    missing, unexpected = unwrapped.load_state_dict(state_dict, strict=False)
+    if unexpected or set(missing) - set(getattr(unwrapped, "_tied_weights_keys", None) or []):
+        raise RuntimeError(f"best-model weights do not fit the model: missing {missing}, unexpected {unexpected}")
 
 
 def save_finetuned_model(accelerator, model, output_dir: str, tokenizer=None) -> None:
@@ -610,8 +799,11 @@ def save_finetuned_model(accelerator, model, output_dir: str, tokenizer=None) ->
     state_dict = accelerator.get_state_dict(model)  # full weights also under DeepSpeed ZeRO-3
     if accelerator.is_main_process:
         os.makedirs(output_dir, exist_ok=True)
+    # save_original_format=False: a model that transformers built under ZeRO-3 carries the legacy
+    # LayerNorm renaming in its load-time conversions and would be saved as LayerNorm.gamma/beta
+    # (observed with transformers 5.23); the weights are saved under the model's own names.
     unwrapped.save_pretrained(output_dir, is_main_process=accelerator.is_main_process, save_function=accelerator.save,
-                              state_dict=state_dict)
+                              state_dict=state_dict, save_original_format=False)
     if tokenizer is not None and accelerator.is_main_process:
         tokenizer.save_pretrained(output_dir)
     accelerator.wait_for_everyone()
@@ -677,6 +869,13 @@ def run_with_seeds(
     results: list[FinetuningResult] = []
     step_offset = 0
     for seed in args.seeds:
+        run_dir = os.path.join(args.output_dir, run_name, f"seed_{seed}")
+        finished = read_run_result(run_dir) if args.resume else None
+        if finished is not None:
+            logger.info("--resume: %s already finished (%s); not trained again", run_dir, RUN_RESULT_FILE)
+            step_offset += finished.global_step
+            results.append(finished)
+            continue
         set_seed(seed)  # before model_init: the new head's initialisation depends on the seed
         model = model_init()
         prefix = f"{run_name}/seed_{seed}/" if run_name else f"seed_{seed}/"
@@ -684,7 +883,7 @@ def run_with_seeds(
             model, train_dataset, data_collator, args,
             eval_datasets=eval_datasets, compute_metrics=compute_metrics, predict_datasets=predict_datasets,
             tokenizer=tokenizer, accelerator=accelerator, seed=seed,
-            output_dir=os.path.join(args.output_dir, run_name, f"seed_{seed}"),
+            output_dir=run_dir,
             label_names=label_names, log_prefix=prefix, log_step_offset=step_offset,
         )
         step_offset += result.global_step

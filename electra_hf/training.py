@@ -202,3 +202,111 @@ def flatten_for_trackers(*objects: Any) -> dict[str, Any]:
     for obj in objects:
         visit("", obj)
     return flat
+
+
+def is_cpu_launch() -> bool:
+    """This process trains on the CPU: no CUDA device, or ACCELERATE_USE_CPU set by the launcher/config."""
+    return not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true")
+
+
+def build_accelerator(train_args, **accelerator_kwargs):
+    """The `Accelerator` of every electra_hf script, checked before any training starts.
+
+    `train_args` needs `mixed_precision`, `gradient_accumulation_steps`, `per_device_train_batch_size`,
+    `max_grad_norm` and `allow_slow_bf16` (the pre-training and fine-tuning argument classes have
+    them). Observed with accelerate 1.15 on CPU machines, and handled here once for all scripts:
+
+    - `accelerate launch --multi_gpu` (and a config's `use_cpu: true`, which that launcher ignores)
+      starts N processes with no distribution at all; `cpu=True` makes them DDP over gloo.
+      DeepSpeed is the exception: Accelerate turns it off when `cpu=True`.
+    - multi-process CPU runs need the gloo backend (DeepSpeed otherwise counts one process and
+      rejects its own batch arithmetic).
+    - a launch whose processes would not train together (FSDP on the CPU, N unconnected copies)
+      is refused by `check_distributed_setup`; DeepSpeed "auto" values are filled from the flags
+      and contradicting ones refused by `configure_deepspeed`.
+    """
+    from accelerate import Accelerator, InitProcessGroupKwargs
+    from accelerate.utils import DistributedType
+
+    use_cpu = is_cpu_launch()
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    handlers = list(accelerator_kwargs.pop("kwargs_handlers", None) or [])
+    if use_cpu and distributed and not any(isinstance(h, InitProcessGroupKwargs) for h in handlers):
+        handlers.append(InitProcessGroupKwargs(backend="gloo"))
+    use_deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
+    accelerator = Accelerator(
+        cpu=use_cpu and not use_deepspeed,
+        gradient_accumulation_steps=train_args.gradient_accumulation_steps,
+        mixed_precision=train_args.mixed_precision,
+        kwargs_handlers=handlers,
+        **accelerator_kwargs,
+    )
+    check_distributed_setup(accelerator)
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        configure_deepspeed(accelerator, train_args, use_cpu)
+    return accelerator
+
+
+def check_distributed_setup(accelerator) -> None:
+    """Refuse a launch whose processes would not train together (observed with accelerate 1.15)."""
+    from accelerate.utils import DistributedType
+
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and accelerator.distributed_type != DistributedType.FSDP:
+        raise RuntimeError(
+            f"FSDP was requested (accelerate config/--use_fsdp) but Accelerate set up {accelerator.distributed_type.value}: "
+            "Accelerate enables FSDP only on GPUs/accelerators, never on the CPU (on a CPU it would run "
+            + ("plain DDP" if accelerator.distributed_type != DistributedType.NO else "unsynchronised copies")
+            + "). Use FSDP on GPUs; on a CPU use DDP (accelerate_configs/cpu_ddp_2proc.yaml) or DeepSpeed ZeRO."
+        )
+    if world_size > 1 and accelerator.distributed_type == DistributedType.NO:
+        raise RuntimeError(
+            f"launched as {world_size} processes but Accelerate set up no distributed training: each process would "
+            "train its own copy of the model on part of the data. On a machine without GPUs launch with "
+            "ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes N (DDP over gloo)."
+        )
+
+
+def configure_deepspeed(accelerator, train_args, use_cpu: bool = False) -> None:
+    """Fill the DeepSpeed config's "auto" values from the flags, and refuse values that contradict them.
+
+    Accelerate would otherwise fill "auto" batch sizes from the smaller of the train/eval batch
+    sizes, set gradient_clipping to 1.0 whatever --max_grad_norm says (DeepSpeed clips, not the
+    script), silently prefer the JSON's gradient_accumulation_steps, and leave ZeRO-3 unable to
+    gather the weights for the exports, which would only fail after training.
+    """
+    plugin = accelerator.state.deepspeed_plugin
+    config = plugin.deepspeed_config
+    allow_slow_bf16 = getattr(train_args, "allow_slow_bf16", False)
+    micro = train_args.per_device_train_batch_size
+    expected = {
+        "train_micro_batch_size_per_gpu": (micro, "--per_device_train_batch_size"),
+        "gradient_accumulation_steps": (train_args.gradient_accumulation_steps, "--gradient_accumulation_steps"),
+        "train_batch_size": (micro * train_args.gradient_accumulation_steps * accelerator.num_processes,
+                             "--per_device_train_batch_size × --gradient_accumulation_steps × processes"),
+        "gradient_clipping": (train_args.max_grad_norm, "--max_grad_norm"),
+    }
+    problems = []
+    for key, (value, flag) in expected.items():
+        current = config.get(key, "auto")
+        if current == "auto":
+            config[key] = value
+        elif float(current) != float(value):
+            problems.append(f"{key}={current} but {flag} gives {value}")
+    zero = config.setdefault("zero_optimization", {})
+    if zero.get("stage") == 3:
+        gather = zero.get("stage3_gather_16bit_weights_on_model_save", "auto")
+        if gather == "auto":
+            zero["stage3_gather_16bit_weights_on_model_save"] = True
+        elif not gather:
+            problems.append("ZeRO-3 with stage3_gather_16bit_weights_on_model_save=false: the exports need the "
+                            "full weights gathered (set it to true)")
+    for precision in ("bf16", "fp16"):
+        if config.get(precision, {}).get("enabled") is True:  # set in the JSON itself, not "auto"
+            check_mixed_precision(precision, use_cpu, allow_slow_bf16)
+    if "optimizer" in config or "scheduler" in config:
+        problems.append("the DeepSpeed config defines an optimizer/scheduler; this script builds its own "
+                        "(ElectraAdamW + the ELECTRA schedule): remove them from the JSON")
+    if problems:
+        raise ValueError("the DeepSpeed config contradicts the command line: " + "; ".join(problems) +
+                         ". Set these to \"auto\" in the DeepSpeed JSON (the flags are then used) or change the flags.")

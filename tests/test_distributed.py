@@ -47,6 +47,7 @@ import torch
 
 from tests.test_scripts_pretrain import REPO, corpus, read_metrics, tiny_args  # noqa: F401 (corpus: a fixture)
 
+from electra_hf import training
 from electra_hf.training import STATE_FILE, list_checkpoints
 
 CONFIGS = REPO / "accelerate_configs"
@@ -165,26 +166,20 @@ if __name__ == "__main__":
 '''
 
 
-# train_glue.py under the fix recommended for electra_hf.finetuning.make_accelerator: on the CPU
-# with several processes, an Accelerator without InitProcessGroupKwargs(backend="gloo") makes
-# DeepSpeed count one process and assert on train_batch_size (see test_glue_deepspeed_*).
+# train_glue.py as shipped, optionally killed on every process right after its first checkpoint.
 GLUE_HARNESS = r'''
 import os, runpy, sys
 sys.path.insert(0, os.environ["ELECTRA_TEST_REPO"])
-from accelerate import InitProcessGroupKwargs
 from electra_hf import finetuning
 
-original = finetuning.make_accelerator
+if os.environ.get("ELECTRA_TEST_CRASH_AFTER_CHECKPOINT"):
+    original = finetuning.save_checkpoint
 
+    def save_then_crash(*args, **kwargs):
+        original(*args, **kwargs)
+        os._exit(17)  # a killed job right after its first checkpoint: no cleanup, on every process
 
-def make_accelerator(args, **kwargs):
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        kwargs.setdefault("kwargs_handlers", [InitProcessGroupKwargs(backend="gloo")])
-    return original(args, **kwargs)
-
-
-if os.environ.get("ELECTRA_TEST_GLOO"):
-    finetuning.make_accelerator = make_accelerator
+    finetuning.save_checkpoint = save_then_crash
 sys.argv[0] = os.path.join(os.environ["ELECTRA_TEST_REPO"], "train_glue.py")
 runpy.run_path(sys.argv[0], run_name="__main__")
 '''
@@ -521,32 +516,16 @@ def glue_args(model: Path, out: Path, *extra: str) -> list[str]:
 @pytest.mark.slow
 @needs_deepspeed
 @needs_glue
-def test_glue_deepspeed_as_shipped_on_cpu(tiny_discriminator, tmp_path):
-    """Known failure (xfail until fixed): electra_hf.finetuning.make_accelerator builds no
-    InitProcessGroupKwargs(backend="gloo") on the CPU, so DeepSpeed counts one process."""
-    result = launch(REPO / "train_glue.py", glue_args(tiny_discriminator, tmp_path / "glue", "--seeds", "1"), tmp_path,
-                    config="deepspeed_zero2.yaml", check=False, timeout=300)
-    known = "train_batch_size is not equal to micro_batch_per_gpu * gradient_acc_step * world_size 8 != 8 * 1 * 2"
-    if result.returncode != 0 and known in result.stderr:
-        pytest.xfail(f"make_accelerator without gloo on the CPU: AssertionError: Check batch related parameters. {known}")
-    assert result.returncode == 0, result.stderr[-3000:]
-
-
-@pytest.mark.multiprocess
-@pytest.mark.slow
-@needs_deepspeed
-@needs_glue
 @pytest.mark.parametrize("stage", [2, 3])
-def test_glue_deepspeed_with_gloo_trains_two_seeds_and_saves_full_models(tiny_discriminator, tmp_path, stage):
-    """train_glue.py under ZeRO-2/3 with the gloo fix for make_accelerator (GLUE_HARNESS): two
-    seeds (two prepare() calls on one Accelerator), dev metrics, complete saved models."""
+def test_glue_deepspeed_trains_two_seeds_and_saves_full_models(tiny_discriminator, tmp_path, stage):
+    """train_glue.py as shipped under ZeRO-2/3 with 2 CPU processes: two seeds (two prepare() calls
+    on one Accelerator), dev metrics, complete saved models."""
+    from safetensors.torch import load_file
     from transformers import ElectraForPreTraining, ElectraForSequenceClassification
 
-    harness = tmp_path / "glue_harness.py"
-    harness.write_text(GLUE_HARNESS)
     out = tmp_path / "glue"
-    launch(harness, glue_args(tiny_discriminator, out, "--seeds", "1", "2", "--head", "hf"), tmp_path,
-           config=f"deepspeed_zero{stage}.yaml", env={"ELECTRA_TEST_GLOO": "1"}, timeout=400)
+    launch(REPO / "train_glue.py", glue_args(tiny_discriminator, out, "--seeds", "1", "2", "--head", "hf"), tmp_path,
+           config=f"deepspeed_zero{stage}.yaml", timeout=400)
     results = json.loads((out / "results.json").read_text())
     rte = results["tasks"]["RTE"]
     assert rte["seeds"] == [1, 2] and all(0 <= m["dev/accuracy"] <= 1 for m in rte["per_seed"])
@@ -556,8 +535,58 @@ def test_glue_deepspeed_with_gloo_trains_two_seeds_and_saves_full_models(tiny_di
     for seed in (1, 2):
         model, info = ElectraForSequenceClassification.from_pretrained(out / "RTE" / f"seed_{seed}", output_loading_info=True)
         assert not any(info.values())
+        # the model's own parameter names (not the legacy LayerNorm.gamma/beta a ZeRO-3 build used to save)
+        assert set(load_file(out / "RTE" / f"seed_{seed}" / "model.safetensors")) == set(model.state_dict())
         trained = model.electra.encoder.layer[0].attention.self.query.weight
         assert trained.shape == (32, 32) and not torch.equal(trained, base.electra.encoder.layer[0].attention.self.query.weight)
+
+
+@pytest.mark.multiprocess
+@pytest.mark.slow
+@needs_deepspeed
+@needs_glue
+@pytest.mark.parametrize("stage", [2, 3])
+def test_glue_deepspeed_killed_and_resumed_equals_uninterrupted(tiny_discriminator, tmp_path, stage):
+    """ZeRO-2/3, 2 CPU processes, 2 epochs (6 optimizer steps), checkpoints every 2 steps, the best
+    dev accuracy kept (gathered under ZeRO-3): a launch killed right after its first checkpoint,
+    relaunched with --resume, gives the uninterrupted launch's losses, metrics and saved weights."""
+    from safetensors.torch import load_file
+
+    harness = tmp_path / "glue_harness.py"
+    harness.write_text(GLUE_HARNESS)
+    # Lowest accuracy "best": with ties (an untrained model predicting one class) the step-2 weights
+    # are put back at the end, through the ZeRO-3 gather/re-partition path.
+    extra = ("--seeds", "1", "--head", "hf", "--num_train_epochs", "2", "--checkpointing_steps", "2", "--eval_steps",
+             "2", "--metric_for_best_model", "dev/accuracy", "--greater_is_better", "false")
+    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
+    config = f"deepspeed_zero{stage}.yaml"
+    first = launch(REPO / "train_glue.py", glue_args(tiny_discriminator, reference, *extra), tmp_path, config=config,
+                   timeout=400)
+    assert "kept the weights of step 2" in first.stderr
+    killed = launch(harness, glue_args(tiny_discriminator, resumed, *extra), tmp_path, config=config, timeout=400,
+                    env={"ELECTRA_TEST_CRASH_AFTER_CHECKPOINT": "1"}, check=False)
+    assert killed.returncode != 0
+    assert [step for step, _ in list_checkpoints(resumed / "RTE" / "seed_1" / "checkpoints")] == [2]
+    assert not (resumed / "results.json").exists()
+    # The best weights so far, gathered into the checkpoint (all of them, also under ZeRO-3).
+    step_2 = torch.load(resumed / "RTE" / "seed_1" / "checkpoints" / "step_00000002" / "best_model_state.pt")
+    launch(REPO / "train_glue.py", glue_args(tiny_discriminator, resumed, *extra, "--resume", "true"), tmp_path,
+           config=config, timeout=400)
+
+    want = json.loads((reference / "RTE" / "seed_1" / "run_result.json").read_text())
+    got = json.loads((resumed / "RTE" / "seed_1" / "run_result.json").read_text())
+    assert got["global_step"] == want["global_step"] == 6
+    assert got["loss_history"] == pytest.approx(want["loss_history"], rel=1e-5, abs=1e-6)
+    assert [step for step, _ in got["eval_history"]] == [2, 4, 6]
+    assert got["metrics"]["dev/accuracy"] == pytest.approx(want["metrics"]["dev/accuracy"])
+    assert not (resumed / "RTE" / "seed_1" / "checkpoints").exists()
+    want_weights = load_file(reference / "RTE" / "seed_1" / "model.safetensors")
+    got_weights = load_file(resumed / "RTE" / "seed_1" / "model.safetensors")
+    assert sorted(got_weights) == sorted(want_weights)
+    for name, value in want_weights.items():
+        torch.testing.assert_close(got_weights[name], value, rtol=1e-5, atol=1e-6)
+        # what was saved at the end are the step-2 weights put back (not the step-6 ones)
+        torch.testing.assert_close(got_weights[name], step_2[name].float(), rtol=1e-6, atol=1e-7)
 
 
 # ------------------------------------------------------------------------------------------
@@ -608,7 +637,7 @@ def test_deepspeed_auto_values_come_from_the_flags(stage):
     ds_config = json.loads((CONFIGS / f"ds_zero{stage}.json").read_text())
     args = train_pretrain.PretrainingArguments(per_device_train_batch_size=8, gradient_accumulation_steps=2,
                                                max_grad_norm=0.5)
-    train_pretrain.configure_deepspeed(fake_deepspeed_accelerator(ds_config), args)
+    training.configure_deepspeed(fake_deepspeed_accelerator(ds_config), args)
     assert ds_config["train_micro_batch_size_per_gpu"] == 8 and ds_config["gradient_accumulation_steps"] == 2
     assert ds_config["train_batch_size"] == 32 and ds_config["gradient_clipping"] == 0.5
     if stage == 3:
@@ -629,7 +658,7 @@ def test_deepspeed_config_contradicting_the_flags_is_refused(change, match):
     ds_config = {**json.loads((CONFIGS / "ds_zero2.json").read_text()), **change}
     args = train_pretrain.PretrainingArguments(per_device_train_batch_size=8)
     with pytest.raises(ValueError, match=match):
-        train_pretrain.configure_deepspeed(fake_deepspeed_accelerator(ds_config), args)
+        training.configure_deepspeed(fake_deepspeed_accelerator(ds_config), args)
 
 
 def test_deepspeed_json_precision_is_checked_like_the_flag():
@@ -639,13 +668,13 @@ def test_deepspeed_json_precision_is_checked_like_the_flag():
     ds_config = {**json.loads((CONFIGS / "ds_zero2.json").read_text()), "bf16": {"enabled": True}}
     args = train_pretrain.PretrainingArguments(per_device_train_batch_size=8)
     if cpu_supports_bf16():
-        train_pretrain.configure_deepspeed(fake_deepspeed_accelerator(ds_config), args, use_cpu=True)
+        training.configure_deepspeed(fake_deepspeed_accelerator(ds_config), args, use_cpu=True)
     else:
         with pytest.raises(ValueError, match="bf16"):
-            train_pretrain.configure_deepspeed(fake_deepspeed_accelerator(ds_config), args, use_cpu=True)
+            training.configure_deepspeed(fake_deepspeed_accelerator(ds_config), args, use_cpu=True)
     ds_config = {**json.loads((CONFIGS / "ds_zero2.json").read_text()), "fp16": {"enabled": True}}
     with pytest.raises(ValueError, match="fp16 needs a GPU"):
-        train_pretrain.configure_deepspeed(fake_deepspeed_accelerator(ds_config), args, use_cpu=True)
+        training.configure_deepspeed(fake_deepspeed_accelerator(ds_config), args, use_cpu=True)
 
 
 @pytest.mark.parametrize("name", sorted(path.name for path in CONFIGS.glob("*.yaml")))
@@ -676,11 +705,11 @@ def test_launches_that_would_not_train_together_are_refused(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.delenv("ACCELERATE_USE_FSDP", raising=False)
     with pytest.raises(RuntimeError, match="no distributed training.*ACCELERATE_USE_CPU=1"):
-        train_pretrain.check_distributed_setup(SimpleNamespace(distributed_type=DistributedType.NO))
-    train_pretrain.check_distributed_setup(SimpleNamespace(distributed_type=DistributedType.MULTI_CPU))
+        training.check_distributed_setup(SimpleNamespace(distributed_type=DistributedType.NO))
+    training.check_distributed_setup(SimpleNamespace(distributed_type=DistributedType.MULTI_CPU))
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
     with pytest.raises(RuntimeError, match="FSDP was requested.*never on the CPU"):
-        train_pretrain.check_distributed_setup(SimpleNamespace(distributed_type=DistributedType.MULTI_CPU))
+        training.check_distributed_setup(SimpleNamespace(distributed_type=DistributedType.MULTI_CPU))
 
 
 @pytest.mark.multiprocess
