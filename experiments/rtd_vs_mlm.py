@@ -8,8 +8,8 @@ interrupted pre-training resumes from its latest checkpoint):
     python experiments/rtd_vs_mlm.py --budget_minutes 2 --seeds 1 --tasks rte,mrpc --tag smoke
 
 Stages
-1. calibrate: a few steps of each objective measure tokens/s on this machine, so that both get
-   the same wall-clock budget (their step costs differ); the FLOPs each run uses are counted
+1. calibrate: the two objectives' training steps are timed side by side (alternating rounds) on
+   this machine, so that both get the same wall-clock budget (their step costs differ); the FLOPs each run uses are counted
    with `electra_hf.flops` (not assumed).
 2. pre-train both objectives with the same encoder (the discriminator-sized network), tokenizer,
    data (Gutenberg shards 00-04; shard 05 held out for evaluation), batch, schedule and masking
@@ -36,7 +36,6 @@ import train_glue  # noqa: E402
 import train_pretrain  # noqa: E402
 from electra_hf.configuration import ElectraPretrainingConfig  # noqa: E402
 from electra_hf.flops import pretraining_flops_per_sequence  # noqa: E402
-from electra_hf.plotting import read_metrics  # noqa: E402
 from electra_hf.tasks.glue import GLUE_TASKS, glue_average, resolve_task_names  # noqa: E402
 from electra_hf.training import list_checkpoints  # noqa: E402
 
@@ -68,7 +67,8 @@ def parse_args(argv=None):
     parser.add_argument("--finetune_layer_decay", type=float, default=0.8)
     parser.add_argument("--max_finetune_samples", type=int, default=4000, help="Cap per task (time).")
     parser.add_argument("--finetune_epochs", type=float, default=None, help="Default: the GLUE table's (3; 10 RTE/STS-B).")
-    parser.add_argument("--calibration_steps", type=int, default=12)
+    parser.add_argument("--calibration_steps", type=int, default=3, help="Timed steps per objective and round.")
+    parser.add_argument("--calibration_rounds", type=int, default=5, help="Alternating rounds (electra, mlm, ...).")
     return parser.parse_args(argv)
 
 
@@ -95,20 +95,61 @@ def pretrain_argv(args, objective: str, output_dir: Path, max_steps: int, extra=
 
 
 def calibrate(args, work: Path) -> dict[str, float]:
-    """Tokens/s of each objective on this machine (the last logging window of a short run)."""
+    """Tokens/s of each objective's training step on this machine, measured side by side.
+
+    Both models are built in this process exactly as train_pretrain.py builds them (same argv),
+    warmed up, then timed in alternating rounds (electra, mlm, electra, mlm, ...) on the same
+    random batch shape; each objective's rate is its median step. Alternating makes the *ratio*
+    robust to other load on a shared machine, and the ratio is what makes the budgets equal.
+    Data loading is not timed (prefetching workers keep up with the step, see benchmarks/).
+    """
     record = work / "calibration.json"
     if record.is_file():
-        return json.loads(record.read_text())
-    rates = {}
+        saved = json.loads(record.read_text())
+        return {objective: saved[objective] for objective in OBJECTIVES}
+    import statistics
+
+    import torch
+
+    from electra_hf.modeling import ElectraForRTDPretraining, configure_cpu_training
+    from electra_hf.optimization import ElectraAdamW
+
+    configure_cpu_training()
+    batch_size, seq_len = args.batch_size, args.max_seq_length
+    generator = torch.Generator().manual_seed(0)
+    steps = {}
     for objective in OBJECTIVES:
-        out = work / f"calibrate_{objective}"
-        steps = args.calibration_steps
-        train_pretrain.main(pretrain_argv(args, objective, out, steps, ["--overwrite_output_dir", "--logging_steps",
-                                                                       str(steps // 2), "--eval_steps", "0",
-                                                                       "--checkpointing_steps", "0"]))
-        last = [row for row in read_metrics(out / "metrics.jsonl") if "train/tokens_per_second" in row][-1]
-        rates[objective] = last["train/tokens_per_second"]
-    record.write_text(json.dumps(rates, indent=2))
+        model_args, data_args, _ = train_pretrain.parse_args(pretrain_argv(args, objective, work / "unused", 1))
+        config = train_pretrain.build_config(model_args, data_args, args.vocab_size)
+        model = ElectraForRTDPretraining(config).train()
+        optimizer = ElectraAdamW(model.parameters(), lr=args.learning_rate)
+        n = config.max_predictions_per_seq
+        input_ids = torch.randint(5, args.vocab_size, (batch_size, seq_len), generator=generator)
+        labels = torch.full_like(input_ids, -100)
+        for row in range(batch_size):
+            positions = torch.randperm(seq_len - 2, generator=generator)[:n] + 1
+            labels[row, positions] = input_ids[row, positions]
+        batch = dict(input_ids=input_ids, labels=labels, attention_mask=torch.ones_like(input_ids),
+                     token_type_ids=torch.zeros_like(input_ids))
+
+        def step(model=model, optimizer=optimizer, batch=batch):
+            model(**batch).loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        step()  # warm-up
+        steps[objective] = step
+    times: dict[str, list[float]] = {objective: [] for objective in OBJECTIVES}
+    for _ in range(args.calibration_rounds):
+        for objective in OBJECTIVES:
+            started = time.perf_counter()
+            for _ in range(args.calibration_steps):
+                steps[objective]()
+            times[objective].append((time.perf_counter() - started) / args.calibration_steps)
+    rates = {objective: batch_size * seq_len / statistics.median(values) for objective, values in times.items()}
+    record.write_text(json.dumps({**rates, "step_seconds": times, "batch_size": batch_size, "seq_len": seq_len},
+                                 indent=2))
     return rates
 
 
