@@ -694,7 +694,7 @@ def finetune(
         model=unwrapped,
     )
     if accelerator.is_main_process:
-        write_run_result(result, output_dir)
+        write_run_result(result, output_dir, run_fingerprint(args, len(train_dataset), accelerator.num_processes))
         shutil.rmtree(checkpoints_root, ignore_errors=True)  # the run is complete: nothing to resume
     accelerator.wait_for_everyone()
     return result
@@ -702,9 +702,22 @@ def finetune(
 
 RUN_RESULT_FILE = "run_result.json"
 _PREDICTIONS_FILE = "run_predictions.npz"
+#: The arguments a finished run is reused under ``--resume`` only if they are unchanged.
+_FINGERPRINT_FIELDS = ("learning_rate", "layer_decay", "official_layer_decay_off_by_one", "weight_decay", "adam_beta1",
+                       "adam_beta2", "adam_epsilon", "adam_bias_correction", "lr_scheduler_type", "warmup_ratio",
+                       "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
+                       "max_grad_norm", "max_seq_length", "group_by_length", "pad_to_max_length", "metric_for_best_model",
+                       "greater_is_better", "eval_steps")
 
 
-def write_run_result(result: FinetuningResult, run_dir: str | os.PathLike) -> Path:
+def run_fingerprint(args: FinetuningArguments, num_train_examples: int, num_processes: int) -> dict[str, Any]:
+    """What makes two fine-tuning runs of one seed the same run (recorded in run_result.json)."""
+    return {**{name: getattr(args, name) for name in _FINGERPRINT_FIELDS},
+            "num_train_examples": num_train_examples, "num_processes": num_processes}
+
+
+def write_run_result(result: FinetuningResult, run_dir: str | os.PathLike,
+                     fingerprint: Mapping[str, Any] | None = None) -> Path:
     """Record a finished run (metrics, histories, test-set predictions) in ``run_dir`` so that
     ``--resume`` can skip it; written atomically (temp file + rename) after the predictions."""
     run_dir = Path(run_dir)
@@ -728,21 +741,30 @@ def write_run_result(result: FinetuningResult, run_dir: str | os.PathLike) -> Pa
         os.replace(run_dir / (_PREDICTIONS_FILE + ".tmp"), run_dir / _PREDICTIONS_FILE)
     record = {"seed": result.seed, "metrics": result.metrics, "loss_history": result.loss_history,
               "eval_history": result.eval_history, "global_step": result.global_step, "output_dir": result.output_dir,
-              "predictions": predictions}
+              "predictions": predictions, "fingerprint": dict(fingerprint or {})}
     path = run_dir / RUN_RESULT_FILE
     (run_dir / (RUN_RESULT_FILE + ".tmp")).write_text(json.dumps(record, indent=2, allow_nan=True))
     os.replace(run_dir / (RUN_RESULT_FILE + ".tmp"), path)
     return path
 
 
-def read_run_result(run_dir: str | os.PathLike) -> FinetuningResult | None:
-    """The finished run recorded in ``run_dir`` by :func:`write_run_result` (None if there is none)."""
+def read_run_result(run_dir: str | os.PathLike, fingerprint: Mapping[str, Any] | None = None) -> FinetuningResult | None:
+    """The finished run recorded in ``run_dir`` by :func:`write_run_result` (None if there is none).
+    With ``fingerprint``, a record made under other arguments or data is refused (ValueError)."""
     from transformers import EvalPrediction
 
     run_dir = Path(run_dir)
     if not (run_dir / RUN_RESULT_FILE).is_file():
         return None
     record = json.loads((run_dir / RUN_RESULT_FILE).read_text())
+    if fingerprint is not None:
+        recorded = record.get("fingerprint", {})
+        different = {k: (recorded.get(k), v) for k, v in fingerprint.items() if recorded.get(k) != v}
+        if different:
+            raise ValueError(
+                f"--resume: {run_dir / RUN_RESULT_FILE} was made by another run ("
+                + ", ".join(f"{k} {old!r} there, {new!r} now" for k, (old, new) in sorted(different.items()))
+                + "); resume with the same arguments and data, or use another --output_dir.")
     arrays = dict(np.load(run_dir / _PREDICTIONS_FILE)) if (run_dir / _PREDICTIONS_FILE).is_file() else {}
 
     def load(value):
@@ -870,7 +892,8 @@ def run_with_seeds(
     step_offset = 0
     for seed in args.seeds:
         run_dir = os.path.join(args.output_dir, run_name, f"seed_{seed}")
-        finished = read_run_result(run_dir) if args.resume else None
+        fingerprint = run_fingerprint(args, len(train_dataset), accelerator.num_processes)
+        finished = read_run_result(run_dir, fingerprint) if args.resume else None
         if finished is not None:
             logger.info("--resume: %s already finished (%s); not trained again", run_dir, RUN_RESULT_FILE)
             step_offset += finished.global_step

@@ -183,6 +183,7 @@ def finetune(args, work: Path, objective: str, checkpoint: Path, fraction: float
             "--output_dir", str(out), "--seeds", *map(str, args.seeds), "--learning_rate", str(args.finetune_learning_rate),
             "--layer_decay", str(args.finetune_layer_decay), "--max_train_samples", str(args.max_finetune_samples),
             "--save_model", "false",
+            "--resume", "true",  # an interrupted stage keeps its finished (task, seed) runs
         ]
         if args.finetune_epochs is not None:
             argv += ["--num_train_epochs", str(args.finetune_epochs)]

@@ -134,6 +134,13 @@ def test_finished_seeds_are_read_back_not_trained_again(tiny_dir, tokenizer, tmp
         np.testing.assert_array_equal(got.predictions["test"].predictions, want.predictions["test"].predictions)
         np.testing.assert_array_equal(got.predictions["test"].label_ids, want.predictions["test"].label_ids)
 
+    # A record made under other arguments is not silently reused.
+    changed = _args(tmp_path, max_steps=3, seeds=[1, 2], per_device_train_batch_size=8, resume=True, learning_rate=1e-3)
+    with pytest.raises(ValueError, match=r"made by another run \(learning_rate 0.003 there, 0.001 now\)"):
+        run_with_seeds(must_not_train, train, make_collator(tokenizer, args), changed, **kwargs)
+    with pytest.raises(ValueError, match=r"num_train_examples 32 there, 16 now"):
+        run_with_seeds(must_not_train, train.select(range(16)), make_collator(tokenizer, args), resumed_args, **kwargs)
+
     # One seed's record lost (as if it crashed): only that seed is trained again, and it reproduces.
     (tmp_path / "out" / "SST-2" / "seed_2" / finetuning.RUN_RESULT_FILE).unlink()
     assert read_run_result(tmp_path / "out" / "SST-2" / "seed_2") is None

@@ -1,0 +1,643 @@
+#!/usr/bin/env python
+"""Fine-tuning throughput on SST-2: dynamic padding vs padding every batch to max_seq_length.
+
+Variants (same model, batch, max_seq_length, data, seed; FinetuningArguments switches as
+train_glue.py takes them):
+  dynamic            -- the library default: examples tokenized without padding, batches padded
+                        to their longest example by `make_collator` (DataCollatorWithPadding).
+  pad_to_max         -- `--pad_to_max_length`: examples padded to max_seq_length (128) when
+                        tokenized, batches stacked by `make_collator` (default_data_collator).
+  group_by_length    -- dynamic padding + `--group_by_length` (LengthGroupedSampler: examples of
+                        similar length share a batch).
+  pad_to_multiple_of_8 -- dynamic padding rounded up to a multiple of 8 (`--pad_to_multiple_of 8`).
+
+What is timed is one optimizer step of the library's fine-tuning loop (`electra_hf.finetuning.
+finetune`), replicated statement by statement so that single steps can be timed and the variants
+interleaved: fetch the next batch from the accelerate-prepared DataLoader (collation included),
+forward (`outputs["loss"]`), `accelerator.backward`, clip to 1.0, ElectraAdamW step (the
+library's `build_optimizer`: layer-wise LR decay groups), `zero_grad`, scheduler step, the
+detached loss accumulation. The model is the head train_glue.py uses by default (`--head
+official`: dropout + linear on [CLS], `electra_hf.heads`; `--head hf` for transformers'
+ElectraForSequenceClassification) on a randomly initialised discriminator of the preset's size
+(throughput does not depend on the weights). Torch threads are left at the machine default
+(`--threads` to set them), and no process-wide CPU setting is applied (train_glue.py applies none).
+
+The data is the real SST-2 training set, read by `electra_hf.tasks.glue.load_glue_split` and
+tokenized as train_glue.py does, with a WordPiece tokenizer trained first (not timed) by
+`electra_hf.data.train_wordpiece_tokenizer` on the first `--tokenizer_lines` lines of the
+Gutenberg corpus (books, as BERT's/ELECTRA's vocabulary; `--tokenizer_source sst2` trains it on
+the SST-2 sentences instead). The model's vocabulary is `--vocab_size` (30522, as ELECTRA-Small)
+whatever the tokenizer's size. Every variant draws its batches with the same seed, so `dynamic`
+and `pad_to_max` see the same examples in the same order.
+
+Each variant is built and warmed up (`--warmup` untimed steps), then timed in `--repeats`
+interleaved rounds: round r runs `--steps` steps of every variant, by default alternating one step
+at a time (A B C D, B C D A, ...; `--interleave block` runs each variant's steps in a row), so
+that a noisy, shared machine slows every variant alike; examples/s is the median over rounds, and
+the speed-up over `pad_to_max` is also given paired (median over rounds of the per-round ratio).
+Padding is counted on the timed batches (padded tokens = batch × padded length − attention-mask
+ones) and, without running the model, over one full epoch of each variant's batch order.
+
+    python benchmarks/bench_finetune_padding.py                 # Small, 30 steps × 3 rounds (15 min on 2 cores shared with a training run)
+    python benchmarks/bench_finetune_padding.py --quick         # 15-40 s smoke (tiny preset, 2 steps × 2)
+    python benchmarks/bench_finetune_padding.py --variants dynamic pad_to_max --steps 10
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_finetune_padding.py   # on a machine other processes also use
+
+On a machine shared with other busy processes, torch's default thread count plus OpenMP's default
+spin-waiting makes every parallel op wait for a descheduled partner thread: steps get 10-20x
+slower, by a fixed cost per op that hides the padding effect. Set OMP_WAIT_POLICY=PASSIVE (or
+--threads 1) there; the environment's threading variables are recorded with the results.
+
+Writes benchmarks/results/finetune_padding.{json,md} (--out_dir / --name to change) and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import itertools
+import json
+import math
+import os
+import platform
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS_DIR = REPO / "benchmarks" / "results"
+SHARED_DATA = REPO.parent / "shared" / "data"
+DEFAULT_GLUE_DIR = SHARED_DATA / "glue"
+DEFAULT_CORPUS_DIR = SHARED_DATA / "corpus" / "gutenberg"
+
+#: variant name → the FinetuningArguments switches it sets.
+VARIANTS: dict[str, dict] = {
+    "dynamic": dict(pad_to_max_length=False, group_by_length=False, pad_to_multiple_of=None),
+    "pad_to_max": dict(pad_to_max_length=True, group_by_length=False, pad_to_multiple_of=None),
+    "group_by_length": dict(pad_to_max_length=False, group_by_length=True, pad_to_multiple_of=None),
+    "pad_to_multiple_of_8": dict(pad_to_max_length=False, group_by_length=False, pad_to_multiple_of=8),
+}
+DEFAULT_VARIANTS = ("dynamic", "pad_to_max", "group_by_length", "pad_to_multiple_of_8")
+BASELINE = "pad_to_max"
+
+
+# --------------------------------------------------------------------------------------------
+# Machine
+# --------------------------------------------------------------------------------------------
+def describe_machine() -> dict:
+    import accelerate
+    import datasets
+    import tokenizers
+    import torch
+    import transformers
+
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "cpu_model": model,
+        "logical_cpus": os.cpu_count(),
+        "usable_cpus": usable,
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "accelerate": accelerate.__version__,
+        "datasets": datasets.__version__,
+        "tokenizers": tokenizers.__version__,
+        "python": platform.python_version(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cuda": torch.cuda.is_available(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        # threading settings from the environment (OMP_WAIT_POLICY matters a lot on a shared machine)
+        "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME",
+                                           "MKL_NUM_THREADS") if k in os.environ},
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------
+def iter_corpus_lines(corpus_dir: Path):
+    files = sorted(corpus_dir.glob("*.txt.gz"))
+    if not files:
+        raise FileNotFoundError(f"No *.txt.gz shard in {corpus_dir} (use --tokenizer_source sst2)")
+    for path in files:
+        with gzip.open(path, "rt", encoding="utf-8") as handle:
+            for line in handle:
+                line = line.strip()
+                if line:
+                    yield line
+
+
+def train_tokenizer(args, sentences: list[str]):
+    from electra_hf.data import train_wordpiece_tokenizer
+
+    if args.tokenizer_source == "sst2":
+        texts, source = iter(sentences), f"SST-2 train sentences ({len(sentences)})"
+    else:
+        texts = itertools.islice(iter_corpus_lines(Path(args.corpus_dir)), args.tokenizer_lines)
+        source = f"first {args.tokenizer_lines} non-blank lines of {os.path.relpath(args.corpus_dir, REPO)}"
+    start = time.perf_counter()
+    tokenizer = train_wordpiece_tokenizer(texts, vocab_size=args.vocab_size, show_progress=False)
+    return tokenizer, {"source": source, "requested_vocab_size": args.vocab_size, "vocab_size": len(tokenizer),
+                       "train_seconds": round(time.perf_counter() - start, 2)}
+
+
+def tokenize(dataset, tokenizer, max_seq_length: int, pad_to_max_length: bool):
+    """As train_glue.py's `_tokenize` for a single-sentence task (SST-2), keeping the label."""
+
+    def encode(batch):
+        return tokenizer(batch["sentence1"], truncation=True, max_length=max_seq_length,
+                         padding="max_length" if pad_to_max_length else False)
+
+    remove = [c for c in dataset.column_names if c != "label"]
+    return dataset.map(encode, batched=True, remove_columns=remove)
+
+
+def length_stats(lengths: list[int], max_seq_length: int) -> dict:
+    ordered = sorted(lengths)
+
+    def pct(p: float) -> int:
+        return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
+
+    return {
+        "examples": len(lengths),
+        "mean": statistics.fmean(lengths),
+        "median": statistics.median(lengths),
+        "p90": pct(0.90),
+        "p99": pct(0.99),
+        "max": ordered[-1],
+        "min": ordered[0],
+        "truncated_fraction": sum(n >= max_seq_length for n in lengths) / len(lengths),
+    }
+
+
+def padded_length(lengths: list[int], spec: dict, max_seq_length: int) -> int:
+    """Padded length of one batch of examples with these token counts, for a variant."""
+    if spec["pad_to_max_length"]:
+        return max_seq_length
+    longest = max(lengths)
+    multiple = spec["pad_to_multiple_of"]
+    return longest if not multiple else int(math.ceil(longest / multiple) * multiple)
+
+
+def epoch_padding(lengths: list[int], spec: dict, batch_size: int, max_seq_length: int, seed: int, accelerator,
+                  keep_first: int = 0) -> dict:
+    """Padding over the first epoch of the variant's batch order (no model run): the index batches
+    of a DataLoader built and `accelerator.prepare`d as finetune() builds the training loader
+    (same sampler, same seed, same length), so they are the batches the variant trains on."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from electra_hf.finetuning import LengthGroupedSampler
+
+    indices = list(range(len(lengths)))
+    if spec["group_by_length"]:
+        loader = DataLoader(indices, batch_size=batch_size, sampler=LengthGroupedSampler(lengths, batch_size, seed=seed))
+    else:
+        loader = DataLoader(indices, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
+    widths = []
+    real = padded = 0
+    batches = 0
+    for index_batch in accelerator.prepare(loader):
+        batch = [lengths[int(i)] for i in index_batch]
+        width = padded_length(batch, spec, max_seq_length)
+        widths.append(width)
+        real += sum(batch)
+        padded += width * len(batch)
+        batches += 1
+    return {
+        "padded_length_first_batches": widths[:keep_first],
+        "batches": batches,
+        "tokens_computed": padded,
+        "real_tokens": real,
+        "padding_tokens_per_batch": (padded - real) / batches,
+        "computed_tokens_per_batch": padded / batches,
+        "padding_fraction": (padded - real) / padded,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# One variant: the library's loop, step by step
+# --------------------------------------------------------------------------------------------
+class Variant:
+    """Model, optimizer, scheduler and prepared DataLoader of one variant, built as finetune()
+    builds them, and its training step (the body of finetune()'s loop)."""
+
+    def __init__(self, name: str, spec: dict, model_config, model_class, dataset, tokenizer, accelerator,
+                 args, total_steps: int):
+        import torch
+        from torch.utils.data import DataLoader
+
+        from electra_hf.finetuning import (
+            FinetuningArguments,
+            LengthGroupedSampler,
+            _drop_unused_columns,
+            build_optimizer,
+            make_collator,
+            resolve_learning_rate_and_layer_decay,
+            resolve_model_size,
+        )
+        from electra_hf.optimization import build_scheduler
+
+        self.name, self.spec = name, spec
+        self.ft_args = FinetuningArguments(
+            output_dir=args.work_dir, per_device_train_batch_size=args.batch_size, max_seq_length=args.max_seq_length,
+            max_steps=total_steps, save_model=False, disable_tqdm=True, report_to=[],
+            model_size=None if resolve_model_size(model_config) else "small",  # tiny preset: borrow Small's LR
+            **spec,
+        )
+        torch.manual_seed(args.seed)  # the same initial weights for every variant
+        model = model_class._from_config(model_config)
+        self.attn_implementation = model.config._attn_implementation
+        self.parameters = sum(p.numel() for p in model.parameters())
+        learning_rate, layer_decay = resolve_learning_rate_and_layer_decay(self.ft_args, model.config)
+        self.learning_rate, self.layer_decay = learning_rate, layer_decay
+
+        collator = make_collator(tokenizer, self.ft_args)
+        dataset = _drop_unused_columns(dataset, model, ("labels",))
+        loader_kwargs = dict(batch_size=args.batch_size, collate_fn=collator, num_workers=self.ft_args.dataloader_num_workers)
+        self.sampler = None
+        if self.ft_args.group_by_length:
+            lengths = [len(ids) for ids in dataset["input_ids"]]
+            self.sampler = LengthGroupedSampler(lengths, args.batch_size, seed=args.seed)
+            loader = DataLoader(dataset, sampler=self.sampler, **loader_kwargs)
+        else:
+            loader = DataLoader(dataset, shuffle=True, generator=torch.Generator().manual_seed(args.seed), **loader_kwargs)
+        optimizer = build_optimizer(model, self.ft_args, learning_rate, layer_decay)
+        self.model, self.optimizer, self.loader = accelerator.prepare(model, optimizer, loader)
+        self.scheduler = build_scheduler(self.ft_args.lr_scheduler_type, self.optimizer,
+                                         int(total_steps * self.ft_args.warmup_ratio), total_steps)
+        self.accelerator = accelerator
+        self.step_loss = torch.zeros((), device=accelerator.device)
+        self.loss_history: list = []
+        self.epoch, self.iterator = 0, None
+        self.model.train()
+        self.batch_log: list[dict] = []  # per timed step: padded length, real tokens
+        self.step_times: list[float] = []
+        self.data_times: list[float] = []
+        self.cpu_times: list[float] = []  # process CPU seconds (all threads) per timed step
+
+    def _next_batch(self):
+        while True:
+            if self.iterator is None:
+                if self.sampler is not None:
+                    self.sampler.set_epoch(self.epoch)
+                if hasattr(self.loader, "set_epoch"):
+                    self.loader.set_epoch(self.epoch)
+                self.iterator = iter(self.loader)
+            try:
+                return next(self.iterator)
+            except StopIteration:
+                self.iterator, self.epoch = None, self.epoch + 1
+
+    def step(self) -> tuple[float, float, dict]:
+        """One optimizer step; returns (seconds, seconds spent fetching the batch, the batch)."""
+        import torch
+
+        accelerator, model, optimizer = self.accelerator, self.model, self.optimizer
+        cpu_start = time.process_time()
+        start = time.perf_counter()
+        batch = self._next_batch()
+        fetched = time.perf_counter()
+        with accelerator.accumulate(model):
+            outputs = model(**batch)
+            loss = outputs["loss"]
+            accelerator.backward(loss)
+            self.step_loss += loss.detach().float()
+            if accelerator.sync_gradients and self.ft_args.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(model.parameters(), self.ft_args.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        if not accelerator.optimizer_step_was_skipped:
+            self.scheduler.step()
+        self.loss_history.append(self.step_loss / 1)
+        self.step_loss = torch.zeros((), device=accelerator.device)
+        end = time.perf_counter()
+        self.last_cpu_seconds = time.process_time() - cpu_start
+        return end - start, fetched - start, batch
+
+    def run(self, steps: int, timed: bool) -> None:
+        for _ in range(steps):
+            seconds, data_seconds, batch = self.step()
+            if timed:
+                mask = batch["attention_mask"]
+                self.step_times.append(seconds)
+                self.cpu_times.append(self.last_cpu_seconds)
+                self.data_times.append(data_seconds)
+                self.batch_log.append({"examples": int(mask.shape[0]), "padded_length": int(mask.shape[1]),
+                                       "real_tokens": int(mask.sum())})
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------
+def summarise(variants: dict[str, Variant], rounds: dict[str, list[dict]], epoch: dict[str, dict]) -> list[dict]:
+    rows = []
+    for name, variant in variants.items():
+        per_round = rounds[name]
+        throughput = [r["examples"] / r["seconds"] for r in per_round]
+        log = variant.batch_log
+        computed = [b["examples"] * b["padded_length"] for b in log]
+        padding = [c - b["real_tokens"] for c, b in zip(computed, log)]
+        total_seconds = sum(variant.step_times)
+        row = {
+            "variant": name,
+            "switches": variant.spec,
+            "timed_steps": len(variant.step_times),
+            "examples_per_s_median": statistics.median(throughput),
+            "examples_per_s_per_round": [round(x, 3) for x in throughput],
+            "examples_per_s_min": min(throughput),
+            "examples_per_s_max": max(throughput),
+            "step_s_median": statistics.median(variant.step_times),
+            "data_s_mean": statistics.fmean(variant.data_times),
+            # CPU seconds the process used per wall second during the steps (at most the thread count;
+            # lower when other processes take the cores)
+            "cpu_utilisation": sum(variant.cpu_times) / total_seconds,
+            "mean_padded_length": statistics.fmean(b["padded_length"] for b in log),
+            "mean_computed_tokens_per_batch": statistics.fmean(computed),
+            "mean_padding_tokens_per_batch": statistics.fmean(padding),
+            "padding_fraction": sum(padding) / sum(computed),
+            "real_tokens_per_s": sum(b["real_tokens"] for b in log) / total_seconds,
+            "computed_tokens_per_s": sum(computed) / total_seconds,
+            "epoch": epoch[name],
+            "final_loss": float(variant.loss_history[-1]) if variant.loss_history else None,
+        }
+        rows.append(row)
+    if BASELINE in rounds:
+        base = {r["round"]: r["examples"] / r["seconds"] for r in rounds[BASELINE]}
+        base_median = statistics.median(base.values())
+        for row in rows:
+            mine = {r["round"]: r["examples"] / r["seconds"] for r in rounds[row["variant"]]}
+            row["speedup_vs_pad_to_max"] = row["examples_per_s_median"] / base_median
+            row["speedup_vs_pad_to_max_paired"] = statistics.median(mine[k] / base[k] for k in mine)
+    return rows
+
+
+def short_command(command: str) -> str:
+    """The command with the text of --notes elided (the notes are listed under the table)."""
+    words, out, in_notes = shlex.split(command), [], False
+    for word in words:
+        if word.startswith("--") and not any(c.isspace() for c in word):  # a flag, not a note's text
+            in_notes = word == "--notes"
+            out.append(word + (" …" if in_notes else ""))
+        elif not in_notes:
+            out.append(word)
+    return shlex.join(out).replace("'--notes …'", "--notes …")
+
+
+def markdown(report: dict) -> str:
+    m, t, s = report["machine"], report["tokenizer"], report["sst2_lengths"]
+    lines = [
+        "# Fine-tuning throughput on SST-2: dynamic padding vs padding to max_seq_length",
+        "",
+        f"Machine: {m['cpu_model']}, {m['usable_cpus']} usable cores, {m['torch_threads']} torch threads "
+        f"({'set by --threads' if report['threads_set'] else 'default'})"
+        + "".join(f", {k}={v}" for k, v in m.get("env", {}).items()) + "; "
+        f"torch {m['torch']}, transformers {m['transformers']}, accelerate {m['accelerate']}, Python {m['python']}. "
+        f"Load average at start {m['load_average_at_start']}, at end {report['load_average_at_end']}.",
+        "",
+        f"Command: `{short_command(report['command'])}` (wall time {report['wall_time_s']:.0f} s).",
+        "",
+        f"Model: `{report['model']['class']}` (head `{report['model']['head']}`) on a randomly initialised "
+        f"`{report['model']['preset']}` discriminator ({report['model']['parameters'] / 1e6:.1f} M parameters, "
+        f"vocabulary {report['model']['vocab_size']}, attention `{report['model']['attn_implementation']}`), "
+        f"fp32, batch {report['batch_size']}, max_seq_length {report['max_seq_length']}, ElectraAdamW with "
+        f"layer-wise LR decay (lr {report['model']['learning_rate']:g}, decay {report['model']['layer_decay']:g}), "
+        f"clipping 1.0, linear schedule.",
+        "",
+        f"Data: SST-2 train ({s['examples']:,} sentences), WordPiece tokenizer (vocab {t['vocab_size']:,}) trained on "
+        f"{t['source']}. Tokenized length with [CLS]/[SEP]: mean {s['mean']:.1f}, median {s['median']:g}, "
+        f"p90 {s['p90']}, p99 {s['p99']}, max {s['max']} ({100 * s['truncated_fraction']:.2f}% reach {report['max_seq_length']}).",
+        "",
+        f"Timed: {report['steps']} steps × {report['repeats']} interleaved rounds per variant after {report['warmup']} "
+        f"warm-up steps, variants alternating " + ("one step at a time" if report["interleave"] == "step" else
+                                                   "in blocks of steps") +
+        "; examples/s = median over rounds (range = slowest–fastest round).",
+        "",
+        "| variant | examples/s (median) | range | × pad_to_max (paired) | step s (median) | mean padded length (epoch) "
+        "| padding tokens / batch | padding % | epoch: padding tokens / batch | epoch: padding % | epoch tokens vs pad_to_max "
+        "| est. epoch min | CPU use |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    base_epoch = next((r["epoch"]["tokens_computed"] for r in report["results"] if r["variant"] == BASELINE), None)
+    for r in report["results"]:
+        speed = (f"{r['speedup_vs_pad_to_max']:.2f} ({r['speedup_vs_pad_to_max_paired']:.2f})"
+                 if "speedup_vs_pad_to_max" in r else "—")
+        epoch_ratio = f"{r['epoch']['tokens_computed'] / base_epoch:.2f}" if base_epoch else "—"
+        est_minutes = report["sst2_lengths"]["examples"] / r["examples_per_s_median"] / 60
+        lines.append(
+            f"| {r['variant']} | {r['examples_per_s_median']:.1f} | {r['examples_per_s_min']:.1f}–{r['examples_per_s_max']:.1f} "
+            f"| {speed} | {r['step_s_median']:.3f} | {r['mean_padded_length']:.1f} ({r['epoch']['computed_tokens_per_batch'] / report['batch_size']:.1f}) "
+            f"| {r['mean_padding_tokens_per_batch']:,.0f} "
+            f"| {100 * r['padding_fraction']:.1f}% | {r['epoch']['padding_tokens_per_batch']:,.0f} "
+            f"| {100 * r['epoch']['padding_fraction']:.1f}% | {epoch_ratio} | {est_minutes:.1f} | {r['cpu_utilisation']:.2f} |"
+        )
+    lines += [
+        "",
+        "Padding tokens / batch = batch × padded length − real tokens (attention-mask ones), i.e. the share of the "
+        "encoder's compute spent on [PAD]; 'padding tokens / batch' and 'padding %' are over the timed batches, the "
+        "'epoch' columns over one full epoch of the variant's batch order (computed from the lengths, no model run). "
+        "'Epoch tokens vs pad_to_max' = tokens the encoder processes per epoch relative to padding to "
+        f"{report['max_seq_length']}. × pad_to_max: median examples/s ratio; in parentheses the median of the "
+        "per-round ratios (every round runs all variants, interleaved). Est. epoch min = SST-2 train size / "
+        "median examples/s (one epoch; the paper's recipe runs 3). CPU use = process CPU seconds per wall second "
+        "during the variant's steps (at most the torch thread count; lower when other processes take the cores).",
+    ]
+    if report.get("finetune_check"):
+        lines += ["", "Cross-check with the library's `finetune()` itself (one call per variant, "
+                  f"max_steps {report['steps']}, runtime includes its first step):", "",
+                  "| variant | examples/s from finetune()'s train_steps_per_second |", "|---|---:|"]
+        for name, value in report["finetune_check"].items():
+            lines.append(f"| {name} | {value:.1f} |")
+    if report["notes"]:
+        lines += ["", "Notes:", ""] + [f"- {note}" for note in report["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------------------------
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--preset", default=None, help="electra_hf preset of the discriminator (default small; tiny with --quick).")
+    parser.add_argument("--head", default="official", choices=["official", "hf"],
+                        help="official: electra_hf.heads (train_glue.py's default); hf: ElectraForSequenceClassification.")
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--max_seq_length", type=int, default=128)
+    parser.add_argument("--vocab_size", type=int, default=30522, help="Model vocabulary (and the tokenizer's target size).")
+    parser.add_argument("--steps", type=int, default=None, help="Timed steps per variant per round (default 30; --quick 2).")
+    parser.add_argument("--repeats", type=int, default=None, help="Interleaved rounds (default 3; --quick 2).")
+    parser.add_argument("--warmup", type=int, default=None, help="Untimed steps per variant first (default 3; --quick 1).")
+    parser.add_argument("--interleave", default="step", choices=["step", "block"],
+                        help="step: within a round, variants alternate one step at a time (A B C A B C ...); "
+                             "block: each runs its --steps steps in a row (A×n B×n C×n), rotated per round.")
+    parser.add_argument("--quick", action="store_true",
+                        help="A short smoke run: tiny preset, 2 steps × 2 rounds, 4,000 examples, small tokenizer.")
+    parser.add_argument("--glue_dir", default=str(DEFAULT_GLUE_DIR), help="GLUE folder (original TSV layout).")
+    parser.add_argument("--max_train_samples", type=int, default=None, help="Only the first N SST-2 examples.")
+    parser.add_argument("--tokenizer_source", default="gutenberg", choices=["gutenberg", "sst2"])
+    parser.add_argument("--corpus_dir", default=str(DEFAULT_CORPUS_DIR))
+    parser.add_argument("--tokenizer_lines", type=int, default=None,
+                        help="Gutenberg lines the tokenizer is trained on (default 200,000; --quick 20,000).")
+    parser.add_argument("--finetune_check", action="store_true",
+                        help="Also run the library's finetune() for --steps steps per variant and report its throughput.")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch.set_num_threads (default: left at torch's default for the machine, as train_glue.py does).")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--notes", nargs="*", default=[], help="Free-text notes stored in the results.")
+    parser.add_argument("--work_dir", default=None, help="Scratch directory (default: a new temporary one).")
+    parser.add_argument("--out_dir", default=str(RESULTS_DIR))
+    parser.add_argument("--name", default="finetune_padding", help="Output file stem.")
+    args = parser.parse_args(argv)
+    defaults = dict(preset=("tiny", "small"), steps=(2, 30), repeats=(2, 3), warmup=(1, 3),
+                    tokenizer_lines=(20_000, 200_000), max_train_samples=(4000, None))
+    for key, (quick, full) in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, quick if args.quick else full)
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the tokenizer is used before DataLoader forks
+    import datasets
+    import torch
+    from transformers import ElectraForSequenceClassification
+
+    from electra_hf.configuration import ElectraPretrainingConfig
+    from electra_hf.finetuning import FinetuningArguments, finetune, make_accelerator, make_collator
+    from electra_hf.heads import ElectraOfficialHeadConfig, ElectraOfficialHeadForSequenceClassification
+    from electra_hf.scripts_common import first_n, plain_electra_config
+    from electra_hf.tasks.glue import get_glue_task, load_glue_split
+
+    datasets.utils.disable_progress_bars()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.work_dir = args.work_dir or tempfile.mkdtemp(prefix="electra_bench_finetune_")
+    machine = describe_machine()
+    print(f"machine: {machine}", flush=True)
+
+    # Data and tokenizer
+    task = get_glue_task("sst-2")
+    raw = first_n(load_glue_split(task, args.glue_dir, "train"), args.max_train_samples)
+    tokenizer, tokenizer_info = train_tokenizer(args, list(raw["sentence1"]))
+    print(f"tokenizer: {tokenizer_info}", flush=True)
+    tokenized = {False: tokenize(raw, tokenizer, args.max_seq_length, False)}
+    lengths = [len(ids) for ids in tokenized[False]["input_ids"]]
+    if any(VARIANTS[v]["pad_to_max_length"] for v in args.variants):
+        tokenized[True] = tokenize(raw, tokenizer, args.max_seq_length, True)
+    sst2_lengths = length_stats(lengths, args.max_seq_length)
+    print(f"SST-2 tokenized lengths: {sst2_lengths}", flush=True)
+
+    # Model
+    config = ElectraPretrainingConfig.from_preset(args.preset, vocab_size=args.vocab_size,
+                                                  max_seq_length=args.max_seq_length)
+    base = config.discriminator_config
+    labels = dict(num_labels=task.num_labels, id2label=dict(enumerate(task.label_list)),
+                  label2id={n: i for i, n in enumerate(task.label_list)}, problem_type="single_label_classification")
+    if args.head == "official":
+        model_config, model_class = ElectraOfficialHeadConfig.from_electra_config(base, **labels), ElectraOfficialHeadForSequenceClassification
+    else:
+        model_config, model_class = plain_electra_config(base, **labels), ElectraForSequenceClassification
+
+    accelerator = make_accelerator(FinetuningArguments(output_dir=args.work_dir))  # one per process, as train_glue.py
+    total_steps = args.warmup + args.steps * args.repeats
+    variants: dict[str, Variant] = {}
+    epoch: dict[str, dict] = {}
+    for name in args.variants:
+        spec = VARIANTS[name]
+        variants[name] = Variant(name, spec, model_config, model_class, tokenized[spec["pad_to_max_length"]],
+                                 tokenizer, accelerator, args, total_steps)
+        epoch[name] = epoch_padding(lengths, spec, args.batch_size, args.max_seq_length, args.seed, accelerator,
+                                    keep_first=total_steps)
+        t0 = time.perf_counter()
+        variants[name].run(args.warmup, timed=False)
+        print(f"[{name}] built and warmed up ({args.warmup} steps, {time.perf_counter() - t0:.1f} s); "
+              f"epoch padding {100 * epoch[name]['padding_fraction']:.1f}%", flush=True)
+
+    # Interleaved rounds
+    rounds: dict[str, list[dict]] = {name: [] for name in variants}
+    names = list(variants)
+    for r in range(args.repeats):
+        before = {name: len(v.step_times) for name, v in variants.items()}
+        if args.interleave == "block":  # A×steps, B×steps, ... (rotated start per round)
+            schedule = [(name, args.steps) for name in names[r % len(names):] + names[:r % len(names)]]
+        else:  # A B C D, B C D A, ...: one step at a time (robust to load that changes within seconds)
+            schedule = [(names[(r + i + j) % len(names)], 1) for i in range(args.steps) for j in range(len(names))]
+        for name, count in schedule:
+            variants[name].run(count, timed=True)
+        for name, variant in variants.items():
+            rounds[name].append({
+                "round": r, "seconds": sum(variant.step_times[before[name]:]),
+                "cpu_seconds": sum(variant.cpu_times[before[name]:]),
+                "examples": sum(b["examples"] for b in variant.batch_log[before[name]:]),
+                "load_average_1min": round(os.getloadavg()[0], 2),
+            })
+        print(f"round {r + 1}/{args.repeats}: " + ", ".join(
+            f"{n} {rounds[n][-1]['examples'] / rounds[n][-1]['seconds']:.1f} ex/s" for n in names), flush=True)
+    results = summarise(variants, rounds, epoch)
+
+    finetune_check = {}
+    if args.finetune_check:
+        for name in names:
+            v = variants[name]
+            torch.manual_seed(args.seed)
+            model = model_class._from_config(model_config)
+            check_args = FinetuningArguments(**{**vars(v.ft_args), "max_steps": args.steps, "logging_steps": 0})
+            out = finetune(model, tokenized[v.spec["pad_to_max_length"]], make_collator(tokenizer, check_args),
+                           check_args, accelerator=accelerator, seed=args.seed)
+            finetune_check[name] = out.metrics["train_steps_per_second"] * args.batch_size
+            print(f"[{name}] finetune(): {finetune_check[name]:.1f} examples/s", flush=True)
+
+    first = next(iter(variants.values()))
+    notes = list(args.notes) + [
+        "Variants are interleaved (" + ("one step of each in turn" if args.interleave == "step" else
+                                        "every round runs each variant's steps back to back, in a rotated order")
+        + "), so load from other processes slows them alike: the ratios are more reliable than the absolute examples/s.",
+    ]
+    report = {
+        "benchmark": "fine-tuning throughput on SST-2: dynamic padding vs padding to max_seq_length",
+        "command": shlex.join(["python", os.path.relpath(__file__, REPO), *(sys.argv[1:] if argv is None else argv)]),
+        "machine": machine,
+        "batch_size": args.batch_size, "max_seq_length": args.max_seq_length,
+        "steps": args.steps, "repeats": args.repeats, "warmup": args.warmup, "seed": args.seed,
+        "interleave": args.interleave, "threads_set": args.threads,
+        "model": {"preset": args.preset, "head": args.head, "class": model_class.__name__,
+                  "parameters": first.parameters, "vocab_size": args.vocab_size,
+                  "attn_implementation": first.attn_implementation,
+                  "learning_rate": first.learning_rate, "layer_decay": first.layer_decay},
+        "tokenizer": tokenizer_info,
+        "sst2_lengths": sst2_lengths,
+        "results": results,
+        "rounds": rounds,
+        "step_s": {name: [round(t, 4) for t in v.step_times] for name, v in variants.items()},
+        "padded_lengths": {name: [b["padded_length"] for b in v.batch_log] for name, v in variants.items()},
+        "finetune_check": finetune_check,
+        "notes": notes,
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        "wall_time_s": time.perf_counter() - started,
+    }
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{args.name}.json").write_text(json.dumps(report, indent=2, default=str))
+    table = markdown(report)
+    (out_dir / f"{args.name}.md").write_text(table)
+    print(table)
+    return report
+
+
+if __name__ == "__main__":
+    main()
