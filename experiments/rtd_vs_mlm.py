@@ -36,12 +36,16 @@ import train_glue  # noqa: E402
 import train_pretrain  # noqa: E402
 from electra_hf.configuration import ElectraPretrainingConfig  # noqa: E402
 from electra_hf.flops import pretraining_flops_per_sequence  # noqa: E402
+from electra_hf.plotting import read_metrics  # noqa: E402
 from electra_hf.tasks.glue import GLUE_TASKS, glue_average, resolve_task_names  # noqa: E402
 from electra_hf.training import list_checkpoints  # noqa: E402
 
 logger = logging.getLogger("rtd_vs_mlm")
 OBJECTIVES = ("electra", "mlm")
 BUDGET_POINTS = (0.25, 0.5, 1.0)
+# Held-out sentences (GLUE-like) for the collapse check in the report.
+SPREAD_TEXTS = ["the movie was wonderful and moving .", "a dull , lifeless and boring film .",
+                "it is raining in london today , said the man .", "she opened the door and walked into the garden ."]
 
 
 def parse_args(argv=None):
@@ -55,8 +59,12 @@ def parse_args(argv=None):
     parser.add_argument("--vocab_size", type=int, default=30522)
     parser.add_argument("--max_seq_length", type=int, default=128)
     parser.add_argument("--batch_size", type=int, default=64)
-    parser.add_argument("--learning_rate", type=float, default=1e-3)
-    parser.add_argument("--warmup_fraction", type=float, default=0.05)
+    parser.add_argument("--learning_rate", type=float, default=5e-4)
+    parser.add_argument("--warmup_fraction", type=float, default=0.1)
+    parser.add_argument("--adam_bias_correction", default="true", choices=["true", "false"],
+                        help="Pre-training Adam with bias correction (true). The official optimizer has none, which with "
+                             "its 10k warm-up steps is harmless; with a budget of a few hundred steps the first updates "
+                             "are ~3x the learning rate and collapsed both encoders here (experiments/results/).")
     parser.add_argument("--mlm_mask_token_prob", type=float, default=0.8, help="BERT baseline: 80/10/10.")
     parser.add_argument("--mlm_random_token_prob", type=float, default=0.1)
     parser.add_argument("--train_shards", default="00,01,02,03,04")
@@ -68,6 +76,7 @@ def parse_args(argv=None):
     parser.add_argument("--max_finetune_samples", type=int, default=4000, help="Cap per task (time).")
     parser.add_argument("--finetune_epochs", type=float, default=None, help="Default: the GLUE table's (3; 10 RTE/STS-B).")
     parser.add_argument("--calibration_steps", type=int, default=3, help="Timed steps per objective and round.")
+    parser.add_argument("--notes", default="", help="A paragraph appended to the report (how the machine was shared).")
     parser.add_argument("--calibration_rounds", type=int, default=5, help="Alternating rounds (electra, mlm, ...).")
     return parser.parse_args(argv)
 
@@ -87,7 +96,7 @@ def pretrain_argv(args, objective: str, output_dir: Path, max_steps: int, extra=
         "--dataloader_num_workers", "1", "--preprocessing_num_workers", "2", "--seed", "0",
         # Gutenberg puts a blank line between paragraphs (and between books): taken as document
         # boundaries, they make most examples short and single-segment; pack across them instead.
-        "--blanks_separate_docs", "false", *extra,
+        "--blanks_separate_docs", "false", "--adam_bias_correction", args.adam_bias_correction, *extra,
     ]
     if objective == "mlm":
         argv += ["--mask_token_prob", str(args.mlm_mask_token_prob), "--random_token_prob", str(args.mlm_random_token_prob)]
@@ -174,8 +183,17 @@ def pretrain(args, work: Path, objective: str, tokens_per_second: float) -> dict
             "eval": results["eval"]}
 
 
+def finetune_key(args) -> str:
+    """A short hash of the fine-tuning settings: runs with other settings get their own folders."""
+    import hashlib
+
+    settings = [args.tasks, args.seeds, args.finetune_learning_rate, args.finetune_layer_decay,
+                args.max_finetune_samples, args.finetune_epochs]
+    return hashlib.sha1(json.dumps(settings).encode()).hexdigest()[:8]
+
+
 def finetune(args, work: Path, objective: str, checkpoint: Path, fraction: float) -> dict:
-    out = work / f"glue_{objective}_{int(fraction * 100)}"
+    out = work / f"glue_{objective}_{int(fraction * 100)}_{finetune_key(args)}"
     done = out / "results.json"
     if not done.is_file():
         argv = [
@@ -191,11 +209,30 @@ def finetune(args, work: Path, objective: str, checkpoint: Path, fraction: float
     return json.loads(done.read_text())
 
 
+def representation_spread(checkpoint: Path, texts: list[str]) -> float:
+    """Mean over hidden dimensions of the std across tokens of the encoder's last hidden states:
+    ~0 means a collapsed encoder (the same vector for every token of every input)."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from electra_hf.export import finetuning_checkpoint
+
+    path = finetuning_checkpoint(str(checkpoint))
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModel.from_pretrained(path).eval()
+    batch = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=128)
+    with torch.no_grad():
+        hidden = model(**batch).last_hidden_state
+    tokens = hidden[batch["attention_mask"].bool()]  # (real tokens, hidden)
+    return float(tokens.std(0).mean())
+
+
 def report(args, runs: dict, glue: dict, results_dir: Path) -> None:
     tasks = [task.name for task in resolve_task_names(args.tasks)]
     rows, table = [], []
-    header = "| objective | budget | steps | pre-training FLOPs | " + " | ".join(tasks) + " | GLUE avg |"
-    table += [header, "|" + "---|" * (5 + len(tasks))]
+    header = ("| objective | budget | steps | pre-training FLOPs | representation spread | " + " | ".join(tasks)
+              + " | GLUE avg |")
+    table += [header, "|" + "---|" * (6 + len(tasks))]
     for objective in OBJECTIVES:
         for fraction in BUDGET_POINTS:
             result = glue[(objective, fraction)]
@@ -204,8 +241,10 @@ def report(args, runs: dict, glue: dict, results_dir: Path) -> None:
             scores = {name: result["glue_average"]["per_task"].get(name, float("nan")) for name in tasks}  # ×100 already
             average = result["glue_average"]["average"]
             rows.append({"objective": objective, "budget_fraction": fraction, "steps": steps, "flops": flops,
-                         "scores": scores, "glue_average": average})
-            table.append(f"| {objective} | {int(fraction * 100)}% | {steps} | {flops:.3g} | "
+                         "scores": scores, "glue_average": average,
+                         "representation_spread": runs[objective]["spread"].get(fraction)})
+            spread = runs[objective]["spread"].get(fraction, float("nan"))
+            table.append(f"| {objective} | {int(fraction * 100)}% | {steps} | {flops:.3g} | {spread:.3g} | "
                          + " | ".join(f"{scores[name]:.1f}" for name in tasks) + f" | {average:.1f} |")
     held_out = ["", "Held-out (Gutenberg shard 05) pre-training metrics at the end:", "",
                 "| objective | generator loss | generator acc | discriminator loss | discriminator acc | discriminator AUC |",
@@ -215,8 +254,30 @@ def report(args, runs: dict, glue: dict, results_dir: Path) -> None:
         held_out.append(f"| {objective} | {ev.get('generator_loss', float('nan')):.3f} | {ev.get('generator_accuracy', float('nan')):.3f} | "
                         f"{ev.get('discriminator_loss', float('nan')):.4f} | {ev.get('discriminator_accuracy', float('nan')):.3f} | "
                         f"{ev.get('discriminator_auc', float('nan')):.3f} |")
+    over_training = ["", "Held-out metrics over training (every 1/8 of each run; 20 batches of shard 05):", "",
+                     "| objective | step | tokens | generator loss | generator acc | discriminator AUC |",
+                     "|---|---:|---:|---:|---:|---:|"]
+    curves = {}
+    for objective in OBJECTIVES:
+        rows_seen = [row for row in read_metrics(runs[objective]["output_dir"] / "metrics.jsonl") if "eval/generator_loss" in row]
+        curves[objective] = rows_seen
+        for row in rows_seen:
+            tokens = row["step"] * args.batch_size * args.max_seq_length
+            over_training.append(f"| {objective} | {row['step']} | {tokens / 1e6:.1f} M | {row['eval/generator_loss']:.3f} | "
+                                 f"{row['eval/generator_accuracy']:.3f} | {row.get('eval/discriminator_auc', float('nan')):.3f} |")
+    held_out += over_training
+    timing = ["", "Pre-training wall-clock: " + ", ".join(
+        f"{o} {runs[o]['wall_seconds'] / 60:.1f} min ({runs[o]['max_steps']} steps)" for o in OBJECTIVES
+        if runs[o]["wall_seconds"] is not None) + "; steps fixed in advance from the side-by-side calibration "
+        "(`calibration.json`), so a busier machine stretches the wall-clock, not the compute."]
+    if args.notes:
+        timing += ["", args.notes]
+    held_out += timing
+    held_out += ["", "Representation spread: mean over hidden dimensions of the std across tokens of the encoder's "
+                 "last hidden states on four held-out sentences (~0: a collapsed encoder, the same vector everywhere)."]
     setup = (f"Setup: preset `{args.preset}`, vocab {args.vocab_size}, seq {args.max_seq_length}, batch {args.batch_size}, "
-             f"LR {args.learning_rate}, {args.budget_minutes} min of pre-training per objective; fine-tuning LR "
+             f"LR {args.learning_rate} ({args.warmup_fraction:.0%} warm-up, Adam bias correction {args.adam_bias_correction}), "
+             f"{args.budget_minutes} min of pre-training per objective; fine-tuning LR "
              f"{args.finetune_learning_rate}, layer decay {args.finetune_layer_decay}, ≤{args.max_finetune_samples} training "
              f"examples per task, seeds {args.seeds} (median). GLUE scores: CoLA MCC, STS-B Spearman, others accuracy (dev).")
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -230,15 +291,30 @@ def report(args, runs: dict, glue: dict, results_dir: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(6, 4))
+    figure, (axis, curve_axis) = plt.subplots(1, 2, figsize=(11, 4))
     for objective, label in (("electra", "ELECTRA (RTD)"), ("mlm", "masked LM")):
         points = [(row["flops"], row["glue_average"]) for row in rows if row["objective"] == objective]
         axis.plot(*zip(*points), marker="o", label=label)
+        steps = [row["step"] * args.batch_size * args.max_seq_length / 1e6 for row in curves[objective]]
+        curve_axis.plot(steps, [row["eval/generator_loss"] for row in curves[objective]], marker=".",
+                        label=f"{label}: generator / MLM loss")
+        if objective == "electra":
+            twin = curve_axis.twinx()
+            twin.plot(steps, [row["eval/discriminator_auc"] for row in curves[objective]], color="tab:red", marker=".",
+                      linestyle="--", label="ELECTRA: discriminator AUC")
+            twin.set_ylabel("discriminator AUC (held out)")
+            twin.set_ylim(0.4, 1.0)
+            twin.legend(loc="upper right")
     axis.set_xlabel("pre-training FLOPs")
     axis.set_ylabel("GLUE dev average (median of seeds)")
     axis.set_title(f"{args.tag}: {args.preset} encoder, equal wall-clock")
     axis.grid(alpha=0.3)
     axis.legend()
+    curve_axis.set_xlabel("pre-training tokens (M)")
+    curve_axis.set_ylabel("held-out loss")
+    curve_axis.set_title("held-out pre-training metrics (shard 05)")
+    curve_axis.grid(alpha=0.3)
+    curve_axis.legend(loc="lower left")
     figure.tight_layout()
     figure.savefig(results_dir / f"{args.tag}.png", dpi=100)
     print("\n".join([setup, "", *table, *held_out]))
@@ -257,9 +333,11 @@ def main(argv=None):
     for objective in OBJECTIVES:
         checkpoints = dict(list_checkpoints(runs[objective]["output_dir"] / "checkpoints"))
         max_steps = runs[objective]["max_steps"]
+        runs[objective]["spread"] = {}
         for fraction in BUDGET_POINTS:
             step = min(checkpoints, key=lambda s: abs(s - fraction * max_steps))
             glue[(objective, fraction)] = finetune(args, work, objective, checkpoints[step], fraction)
+            runs[objective]["spread"][fraction] = representation_spread(checkpoints[step], SPREAD_TEXTS)
     report(args, runs, glue, Path(args.results_dir))
     logger.info("experiment done in %.1f min", (time.perf_counter() - started) / 60)
 
