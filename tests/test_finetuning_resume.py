@@ -15,7 +15,9 @@ import torch
 from electra_hf import finetuning
 from electra_hf.finetuning import FinetuningArguments, finetune, make_collator, read_run_result, run_with_seeds
 from electra_hf.training import list_checkpoints
-from tests.test_finetuning import _accuracy, _args, _official_model, _sst2, tiny_dir, tokenizer  # noqa: F401 (fixtures)
+from tests.test_finetuning import GLUE_DIR, _accuracy, _args, _official_model, _sst2, tiny_dir, tokenizer  # noqa: F401
+
+needs_glue = pytest.mark.skipif(not (GLUE_DIR / "SST-2" / "train.tsv").is_file(), reason=f"GLUE files not at {GLUE_DIR}")
 
 
 class Crash(RuntimeError):
@@ -44,6 +46,7 @@ def _weights(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+@needs_glue
 @pytest.mark.parametrize("accumulation", [1, 2])
 def test_resumed_run_equals_the_uninterrupted_one(tiny_dir, tokenizer, tmp_path, accumulation):
     """40 examples, batch 4: 10 micro-batches an epoch, 2 epochs, dropout on. Crash in epoch 2
@@ -87,6 +90,7 @@ def test_resumed_run_equals_the_uninterrupted_one(tiny_dir, tokenizer, tmp_path,
     assert (tmp_path / "resumed" / "out" / finetuning.RUN_RESULT_FILE).is_file()
 
 
+@needs_glue
 def test_a_crash_mid_checkpoint_is_ignored_on_resume(tiny_dir, tokenizer, tmp_path):
     train = _sst2(tokenizer, "train", 32)
     args = _args(tmp_path, checkpointing_steps=2, max_steps=6, per_device_train_batch_size=4)
@@ -103,6 +107,7 @@ def test_a_crash_mid_checkpoint_is_ignored_on_resume(tiny_dir, tokenizer, tmp_pa
     np.testing.assert_allclose(resumed.loss_history, reference.loss_history, rtol=1e-5, atol=1e-6)
 
 
+@needs_glue
 def test_resume_refuses_a_checkpoint_of_another_run(tiny_dir, tokenizer, tmp_path):
     train = _sst2(tokenizer, "train", 32)
     args = _args(tmp_path, checkpointing_steps=2, max_steps=6, per_device_train_batch_size=4)
@@ -115,6 +120,7 @@ def test_resume_refuses_a_checkpoint_of_another_run(tiny_dir, tokenizer, tmp_pat
         FinetuningArguments(checkpointing_steps=-1)
 
 
+@needs_glue
 def test_finished_seeds_are_read_back_not_trained_again(tiny_dir, tokenizer, tmp_path):
     train, dev, test = _sst2(tokenizer, "train", 32), _sst2(tokenizer, "dev", 24), _sst2(tokenizer, "dev", 10)
     args = _args(tmp_path, max_steps=3, seeds=[1, 2], per_device_train_batch_size=8)
