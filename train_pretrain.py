@@ -40,7 +40,6 @@ from electra_hf.plotting import plot_pretraining_curves
 from electra_hf.training import (
     NonFiniteGuard,
     build_accelerator,
-    check_mixed_precision,
     flatten_for_trackers,
     is_cpu_launch,
     read_training_state,
@@ -364,8 +363,6 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError("--push_to_hub needs --hub_model_id (the Hub repository for the discriminator)")
     trackers = resolve_report_to(train_args.report_to)
     use_cpu = is_cpu_launch()
-    mixed_precision = train_args.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
-    check_mixed_precision(mixed_precision, use_cpu, train_args.allow_slow_bf16)
     if use_cpu:
         configure_cpu_training()  # keep freed buffers: no page faults on every step
     accelerator = build_accelerator(

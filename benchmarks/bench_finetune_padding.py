@@ -59,7 +59,6 @@ import itertools
 import json
 import math
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -68,6 +67,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))  # bench_data's machine description, also when imported by the tests
 RESULTS_DIR = REPO / "benchmarks" / "results"
 SHARED_DATA = REPO.parent / "shared" / "data"
 DEFAULT_GLUE_DIR = SHARED_DATA / "glue"
@@ -88,36 +88,19 @@ BASELINE = "pad_to_max"
 # Machine
 # --------------------------------------------------------------------------------------------
 def describe_machine() -> dict:
+    """bench_data's machine description plus what matters for a training step here."""
     import accelerate
-    import datasets
-    import tokenizers
     import torch
-    import transformers
 
-    model = "unknown"
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    from bench_data import machine_description
+
     return {
-        "cpu_model": model,
-        "logical_cpus": os.cpu_count(),
-        "usable_cpus": usable,
+        **machine_description(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
-        "transformers": transformers.__version__,
         "accelerate": accelerate.__version__,
-        "datasets": datasets.__version__,
-        "tokenizers": tokenizers.__version__,
-        "python": platform.python_version(),
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cuda": torch.cuda.is_available(),
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         # threading settings from the environment (OMP_WAIT_POLICY matters a lot on a shared machine)
         "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME",
                                            "MKL_NUM_THREADS") if k in os.environ},

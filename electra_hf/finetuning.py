@@ -218,11 +218,9 @@ def make_accelerator(args: FinetuningArguments, **kwargs):
     launches get DDP over gloo, DeepSpeed "auto" values come from these arguments (and a JSON
     that contradicts them is refused), launches that would not train together are refused.
     """
-    from .training import build_accelerator, check_mixed_precision, is_cpu_launch, resolve_report_to
+    from .training import build_accelerator, resolve_report_to
 
     trackers = resolve_report_to(",".join(args.report_to) if args.report_to else "none")
-    mixed_precision = args.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
-    check_mixed_precision(mixed_precision, is_cpu_launch(), getattr(args, "allow_slow_bf16", False))
     return build_accelerator(args, log_with=trackers or None, project_dir=args.output_dir, **kwargs)
 
 
@@ -546,19 +544,14 @@ def finetune(
     step_loss = torch.zeros((), device=accelerator.device)
     micro_batches = 0
     global_step = 0
-    global_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * accelerator.num_processes
+    # What makes a checkpoint (or a finished run's record) this run's: checked before reusing it.
+    fingerprint = {**run_fingerprint(args, len(train_dataset), accelerator.num_processes), "seed": seed,
+                   "total_steps": total_steps}
     checkpoints_root = Path(output_dir) / "checkpoints"
     resume_path = find_latest_checkpoint(checkpoints_root) if args.resume else None
     if resume_path is not None:
         state = read_training_state(resume_path)
-        expected = {"total_steps": total_steps, "global_batch": global_batch, "seed": seed,
-                    "num_train_examples": len(train_dataset)}
-        different = {k: (state.get(k), v) for k, v in expected.items() if state.get(k) != v}
-        if different:
-            raise ValueError(
-                f"--resume: the checkpoint {resume_path} belongs to another run ("
-                + ", ".join(f"{k} {old} there, {new} now" for k, (old, new) in different.items())
-                + "); resume with the same data, seed, epochs and global batch, or use another --output_dir.")
+        _refuse_another_run(state.get("fingerprint", {}), fingerprint, resume_path)
         accelerator.load_state(str(resume_path))  # weights, optimizer, RNG states of every process
         scheduler.load_state_dict(torch.load(resume_path / "scheduler.pt", weights_only=True))
         global_step = state["global_step"]
@@ -574,8 +567,7 @@ def finetune(
 
     def save_running_checkpoint() -> None:
         """A collective (DeepSpeed saves shards on every process); crash-safe (see save_checkpoint)."""
-        state = {"global_step": global_step, "total_steps": total_steps, "global_batch": global_batch, "seed": seed,
-                 "num_train_examples": len(train_dataset),
+        state = {"global_step": global_step, "fingerprint": fingerprint,
                  "loss_history": torch.stack(loss_history).tolist() if loss_history else [],
                  "eval_history": eval_history, "best_value": best_value, "best_metrics": best_metrics,
                  "window_loss": float(accelerator.reduce(window_loss, "mean")), "window_steps": window_steps,
@@ -694,7 +686,7 @@ def finetune(
         model=unwrapped,
     )
     if accelerator.is_main_process:
-        write_run_result(result, output_dir, run_fingerprint(args, len(train_dataset), accelerator.num_processes))
+        write_run_result(result, output_dir, fingerprint)
         shutil.rmtree(checkpoints_root, ignore_errors=True)  # the run is complete: nothing to resume
     accelerator.wait_for_everyone()
     return result
@@ -758,13 +750,7 @@ def read_run_result(run_dir: str | os.PathLike, fingerprint: Mapping[str, Any] |
         return None
     record = json.loads((run_dir / RUN_RESULT_FILE).read_text())
     if fingerprint is not None:
-        recorded = record.get("fingerprint", {})
-        different = {k: (recorded.get(k), v) for k, v in fingerprint.items() if recorded.get(k) != v}
-        if different:
-            raise ValueError(
-                f"--resume: {run_dir / RUN_RESULT_FILE} was made by another run ("
-                + ", ".join(f"{k} {old!r} there, {new!r} now" for k, (old, new) in sorted(different.items()))
-                + "); resume with the same arguments and data, or use another --output_dir.")
+        _refuse_another_run(record.get("fingerprint", {}), fingerprint, run_dir / RUN_RESULT_FILE)
     arrays = dict(np.load(run_dir / _PREDICTIONS_FILE)) if (run_dir / _PREDICTIONS_FILE).is_file() else {}
 
     def load(value):
@@ -779,6 +765,17 @@ def read_run_result(run_dir: str | os.PathLike, fingerprint: Mapping[str, Any] |
     return FinetuningResult(seed=record["seed"], metrics=record["metrics"], loss_history=record["loss_history"],
                             eval_history=[(step, metrics) for step, metrics in record["eval_history"]],
                             predictions=predictions, global_step=record["global_step"], output_dir=record["output_dir"])
+
+
+def _refuse_another_run(recorded: Mapping[str, Any], expected: Mapping[str, Any], source: Path) -> None:
+    """ValueError naming every setting in which ``source`` (checkpoint or run record) differs from
+    this run (only the keys of ``expected`` are compared)."""
+    different = {k: (recorded.get(k), v) for k, v in expected.items() if recorded.get(k) != v}
+    if different:
+        raise ValueError(
+            f"--resume: {source} was made by another run ("
+            + ", ".join(f"{k} {old!r} there, {new!r} now" for k, (old, new) in sorted(different.items()))
+            + "); resume with the same arguments, data and seed, or use another --output_dir.")
 
 
 def _is_zero3(accelerator) -> bool:
@@ -892,7 +889,7 @@ def run_with_seeds(
     step_offset = 0
     for seed in args.seeds:
         run_dir = os.path.join(args.output_dir, run_name, f"seed_{seed}")
-        fingerprint = run_fingerprint(args, len(train_dataset), accelerator.num_processes)
+        fingerprint = {**run_fingerprint(args, len(train_dataset), accelerator.num_processes), "seed": seed}
         finished = read_run_result(run_dir, fingerprint) if args.resume else None
         if finished is not None:
             logger.info("--resume: %s already finished (%s); not trained again", run_dir, RUN_RESULT_FILE)

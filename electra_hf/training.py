@@ -221,6 +221,7 @@ def build_accelerator(train_args, **accelerator_kwargs):
       DeepSpeed is the exception: Accelerate turns it off when `cpu=True`.
     - multi-process CPU runs need the gloo backend (DeepSpeed otherwise counts one process and
       rejects its own batch arithmetic).
+    - precision the hardware cannot run well is refused (`check_mixed_precision`);
     - a launch whose processes would not train together (FSDP on the CPU, N unconnected copies)
       is refused by `check_distributed_setup`; DeepSpeed "auto" values are filled from the flags
       and contradicting ones refused by `configure_deepspeed`.
@@ -229,6 +230,8 @@ def build_accelerator(train_args, **accelerator_kwargs):
     from accelerate.utils import DistributedType
 
     use_cpu = is_cpu_launch()
+    mixed_precision = train_args.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    check_mixed_precision(mixed_precision, use_cpu, getattr(train_args, "allow_slow_bf16", False))
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     handlers = list(accelerator_kwargs.pop("kwargs_handlers", None) or [])
     if use_cpu and distributed and not any(isinstance(h, InitProcessGroupKwargs) for h in handlers):

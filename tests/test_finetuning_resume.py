@@ -114,7 +114,7 @@ def test_resume_refuses_a_checkpoint_of_another_run(tiny_dir, tokenizer, tmp_pat
     with pytest.raises(Crash):
         finetune(_model(tiny_dir), train, crashing_collator(make_collator(tokenizer, args), 3), args, seed=1)
     other = _args(tmp_path, checkpointing_steps=2, max_steps=6, per_device_train_batch_size=8, resume=True)
-    with pytest.raises(ValueError, match=r"belongs to another run \(global_batch 4 there, 8 now\)"):
+    with pytest.raises(ValueError, match=r"made by another run \(per_device_train_batch_size 4 there, 8 now\)"):
         finetune(_model(tiny_dir), train, make_collator(tokenizer, other), other, seed=1)
     with pytest.raises(ValueError, match="checkpointing_steps must be"):
         FinetuningArguments(checkpointing_steps=-1)
