@@ -43,7 +43,8 @@ from electra_hf.scripts_common import (  # noqa: F401  (resolve_discriminator_pa
     plain_electra_config,
     resolve_discriminator_path,
     setup_logging,
-    write_results,
+    summary_rows,
+    write_results_and_end_training,
 )
 from electra_hf.tasks.glue import (
     GLUE_TASKS,
@@ -154,8 +155,7 @@ def results_markdown(results: dict[str, Any]) -> str:
     """One row per task and metric: one column per seed, then the median (all ×100); last row:
     the GLUE average of the medians as the paper computes it."""
     seeds = results["seeds"]
-    rows = [(name, key, [m.get(key) for m in res["per_seed"]], res["median"].get(key))
-            for name, res in results["tasks"].items() for key in res["metric_keys"]]
+    rows = [row for name, res in results["tasks"].items() for row in summary_rows(name, res)]
     lines = metrics_table("task", rows, seeds)
     avg = results["glue_average"]
     note = "" if avg["complete"] else f" (partial: without {', '.join(avg['missing'])})"
@@ -256,11 +256,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         {k: round(v, 4) for k, v in outcome.median.items() if k in task_result["metric_keys"]})
 
     results["glue_average"] = glue_average({name: r["median"] for name, r in results["tasks"].items()})
-    if accelerator.is_main_process:
-        write_results(output_dir, results, results_markdown(results))
-        logger.info("results: %s\n%s", output_dir / "results.json", results_markdown(results))
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
+    write_results_and_end_training(accelerator, output_dir, results, results_markdown(results), logger)
     return results
 
 

@@ -60,8 +60,11 @@ from electra_hf.scripts_common import (
     metrics_table,
     model_load_kwargs,
     plain_electra_config,
+    seed_summary,
     setup_logging,
-    write_results,
+    summary_rows,
+    write_results_and_end_training,
+    write_seed_predictions,
 )
 from electra_hf.scripts_common import parse_args as parse_dataclasses
 from electra_hf.tasks.qa import (
@@ -178,9 +181,7 @@ def check_answerability(train, version_2_with_negative: bool, source: str) -> No
 
 def results_markdown(results: dict[str, Any]) -> str:
     """One row per metric (already percentages): one column per seed, then the median."""
-    rows = [(results["data"], key, [m.get(key) for m in results["per_seed"]], results["median"].get(key))
-            for key in results["metric_keys"]]
-    return "\n".join(metrics_table("data", rows, results["seeds"], scale=1.0)) + "\n"
+    return "\n".join(metrics_table("data", summary_rows(results["data"], results), results["seeds"], scale=1.0)) + "\n"
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -249,24 +250,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         data_args.version_2_with_negative, "learning_rate": learning_rate, "layer_decay": layer_decay,
         "seeds": outcome.seeds, "num_train_examples": len(train_raw), "num_train_features": len(train_ds),
         "num_eval_examples": len(eval_raw), "num_eval_features": len(eval_features),
-        "per_seed": [r.metrics for r in outcome.per_seed], "median": outcome.median, "metric_keys": metric_keys,
-        "global_steps": [r.global_step for r in outcome.per_seed],
-        "loss_history": [r.loss_history for r in outcome.per_seed], "predictions": {},
+        **seed_summary(outcome, metric_keys),
     }
-    for run, artifacts in zip(outcome.per_seed, recorder.artifacts_per_run(outcome.per_seed)):
-        seed_dir = output_dir / f"seed_{run.seed}"
-        results["predictions"][str(run.seed)] = str(seed_dir / "predictions.json")
-        if accelerator.is_main_process:
-            seed_dir.mkdir(parents=True, exist_ok=True)
-            answers, null_odds = artifacts["dev"]
-            (seed_dir / "predictions.json").write_text(json.dumps(answers, indent=1, ensure_ascii=False))
-            if data_args.version_2_with_negative:
-                (seed_dir / "null_odds.json").write_text(json.dumps(null_odds, indent=1))
-    if accelerator.is_main_process:
-        write_results(output_dir, results, results_markdown(results))
-        logger.info("results: %s\n%s", output_dir / "results.json", results_markdown(results))
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
+
+    def write_answers(path: Path, kept) -> None:
+        answers, null_odds = kept
+        path.write_text(json.dumps(answers, indent=1, ensure_ascii=False))
+        if data_args.version_2_with_negative:  # for the official script's --na-prob-file
+            (path.parent / "null_odds.json").write_text(json.dumps(null_odds, indent=1))
+
+    results["predictions"] = write_seed_predictions(accelerator, output_dir, outcome, recorder, "dev",
+                                                    "predictions.json", write_answers)
+    write_results_and_end_training(accelerator, output_dir, results, results_markdown(results), logger)
     return results
 
 

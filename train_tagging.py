@@ -45,8 +45,11 @@ from electra_hf.scripts_common import (
     metrics_table,
     model_load_kwargs,
     plain_electra_config,
+    seed_summary,
     setup_logging,
-    write_results,
+    summary_rows,
+    write_results_and_end_training,
+    write_seed_predictions,
 )
 from electra_hf.scripts_common import parse_args as parse_dataclasses
 from electra_hf.tasks.tagging import (
@@ -212,9 +215,7 @@ def write_conll_predictions(path: Path, raw, predicted: list[list[str]]) -> None
 
 def results_markdown(results: dict[str, Any]) -> str:
     """One row per metric (×100): one column per seed, then the median."""
-    rows = [(results["task"], key, [m.get(key) for m in results["per_seed"]], results["median"].get(key))
-            for key in results["metric_keys"]]
-    return "\n".join(metrics_table("task", rows, results["seeds"])) + "\n"
+    return "\n".join(metrics_table("task", summary_rows(results["task"], results), results["seeds"])) + "\n"
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -294,24 +295,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "task": task_name, "model": model_args.model_name_or_path, "learning_rate": learning_rate,
         "layer_decay": layer_decay, "seeds": outcome.seeds, "labels": labels, "tag_scheme": tag_scheme,
         "num_train_examples": len(train_ds), "num_eval_examples": {n: len(ds) for n, ds in eval_ds.items()},
-        "per_seed": [r.metrics for r in outcome.per_seed], "median": outcome.median, "metric_keys": metric_keys,
-        "global_steps": [r.global_step for r in outcome.per_seed],
-        "loss_history": [r.loss_history for r in outcome.per_seed],
+        **seed_summary(outcome, metric_keys),
         "best_seed": outcome.best_seed(main_metric).seed, "best_seed_selected_by": main_metric,
     }
     if "test" in eval_ds:
-        results["test_predictions"] = {}
-        for run, artifacts in zip(outcome.per_seed, recorder.artifacts_per_run(outcome.per_seed)):
-            path = output_dir / f"seed_{run.seed}" / "test_predictions.txt"
-            if accelerator.is_main_process:
-                write_conll_predictions(path, raw["test"], artifacts["test"])
-            results["test_predictions"][str(run.seed)] = str(path)
+        results["test_predictions"] = write_seed_predictions(
+            accelerator, output_dir, outcome, recorder, "test", "test_predictions.txt",
+            lambda path, predicted: write_conll_predictions(path, raw["test"], predicted))
     if accelerator.is_main_process:
-        write_results(output_dir, results, results_markdown(results))
         logger.info("median: %s", {k: round(v, 4) for k, v in outcome.median.items() if k in metric_keys and k.count("/") == 1})
-        logger.info("results: %s\n%s", output_dir / "results.json", results_markdown(results))
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
+    write_results_and_end_training(accelerator, output_dir, results, results_markdown(results), logger)
     return results
 
 

@@ -4,9 +4,10 @@ The training loop itself lives in :mod:`electra_hf.finetuning`; this module hold
 around it that every script would otherwise repeat: arguments from flags or one .json/.yaml
 file, loading the discriminator to fine-tune (pre-training checkpoints and exports included)
 with its tokenizer and the checks that catch mismatches early, logging and trackers, the
-results files (JSON + a Markdown table with one column per seed and the median), and
-:class:`EvalRecorder`, which keeps the by-products of each evaluation (predicted tags, answer
-texts) so that scripts write predictions without a second pass over the data.
+results files (JSON + a Markdown table with one column per seed and the median) and the end of
+a run (:func:`write_results_and_end_training`), and :class:`EvalRecorder`, which keeps the
+by-products of each evaluation (predicted tags, answer texts) so that scripts write per-seed
+predictions (:func:`write_seed_predictions`) without a second pass over the data.
 """
 
 from __future__ import annotations
@@ -37,8 +38,12 @@ __all__ = [
     "json_safe",
     "format_metric",
     "metrics_table",
+    "seed_summary",
+    "summary_rows",
     "write_results",
+    "write_results_and_end_training",
     "EvalRecorder",
+    "write_seed_predictions",
 ]
 
 
@@ -205,6 +210,25 @@ def metrics_table(first_column: str, rows: Iterable[tuple[str, str, Sequence[flo
     return lines
 
 
+def seed_summary(outcome, metric_keys: Sequence[str]) -> dict[str, Any]:
+    """The per-seed entries of a ``results.json`` for a :class:`~electra_hf.finetuning.SeedsResult`:
+    ``per_seed`` (each seed's metrics), ``median`` (over seeds), ``metric_keys`` (the rows of
+    ``results.md``, see :func:`summary_rows`), ``global_steps`` and ``loss_history`` (one entry
+    per seed), in this order."""
+    # Callers splice this into their results dict with ``**``; its keys keep their place in
+    # results.json, so the order here is part of the file format.
+    return {"per_seed": [r.metrics for r in outcome.per_seed], "median": outcome.median,
+            "metric_keys": list(metric_keys), "global_steps": [r.global_step for r in outcome.per_seed],
+            "loss_history": [r.loss_history for r in outcome.per_seed]}
+
+
+def summary_rows(name: str, summary: Mapping[str, Any]) -> list[tuple[str, str, list[float | None], float | None]]:
+    """:func:`metrics_table` rows named ``name``, one per ``summary["metric_keys"]``, from a dict
+    with the ``per_seed``/``median``/``metric_keys`` entries of :func:`seed_summary`."""
+    return [(name, key, [m.get(key) for m in summary["per_seed"]], summary["median"].get(key))
+            for key in summary["metric_keys"]]
+
+
 def write_results(output_dir: str | os.PathLike, results: Mapping[str, Any], markdown: str) -> Path:
     """Write ``results.json`` (strict JSON) and ``results.md`` into ``output_dir``; returns the JSON path."""
     output_dir = Path(output_dir)
@@ -212,6 +236,19 @@ def write_results(output_dir: str | os.PathLike, results: Mapping[str, Any], mar
     (output_dir / "results.json").write_text(json.dumps(json_safe(dict(results)), indent=2))
     (output_dir / "results.md").write_text(markdown)
     return output_dir / "results.json"
+
+
+def write_results_and_end_training(accelerator, output_dir: str | os.PathLike, results: Mapping[str, Any],
+                                   markdown: str, log: logging.Logger) -> None:
+    """The end of a fine-tuning script: the main process writes ``<output_dir>/results.json`` and
+    ``results.md`` (:func:`write_results`) and logs the table to ``log``; then every process waits
+    for the others and the trackers are closed (``accelerator.end_training``)."""
+    if accelerator.is_main_process:
+        path = write_results(output_dir, results, markdown)
+        log.info("results: %s\n%s", path, markdown)
+    # Every process returns only once the files exist: a caller (or the next script) may read them.
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
 
 
 @dataclass
@@ -269,3 +306,25 @@ class EvalRecorder:
                     break
             out.append({e.split: e.artifact for e in evaluations[chosen]} if evaluations else {})
         return out
+
+
+def write_seed_predictions(accelerator, output_dir: str | os.PathLike, outcome, recorder: EvalRecorder, split: str,
+                           file_name: str, write: Callable[[Path, Any], None]) -> dict[str, str]:
+    """Write each seed's predictions to ``<output_dir>/seed_<seed>/<file_name>``, the folder of that
+    seed's run (and saved model) for a run without ``run_name``.
+
+    For every run of ``outcome`` (a :class:`~electra_hf.finetuning.SeedsResult` scored by
+    ``recorder``), the main process creates the folder and calls ``write(path, artifact)`` with
+    the ``split`` artifact of the evaluation the run reports (:meth:`EvalRecorder.artifacts_per_run`);
+    ``write`` may put other files next to ``path``. Returns ``{"<seed>": "<path>"}`` (on every
+    process) for ``results.json``.
+    """
+    output_dir = Path(output_dir)
+    paths: dict[str, str] = {}
+    for run, artifacts in zip(outcome.per_seed, recorder.artifacts_per_run(outcome.per_seed)):
+        path = output_dir / f"seed_{run.seed}" / file_name
+        if accelerator.is_main_process:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write(path, artifacts[split])
+        paths[str(run.seed)] = str(path)
+    return paths
