@@ -78,6 +78,12 @@ def parse_args(argv=None):
     parser.add_argument("--calibration_steps", type=int, default=3, help="Timed steps per objective and round.")
     parser.add_argument("--notes", default="", help="A paragraph appended to the report (how the machine was shared).")
     parser.add_argument("--calibration_rounds", type=int, default=5, help="Alternating rounds (electra, mlm, ...).")
+    parser.add_argument("--objectives", default=",".join(OBJECTIVES),
+                        help="Pre-train and fine-tune only these (comma-separated). To use two cores as two "
+                             "one-thread processes, one per objective: after calibration.json exists, run "
+                             "`--objectives electra` and `--objectives mlm` side by side, then the command without "
+                             "--objectives, which finds both finished and writes the report. The step counts come "
+                             "from the calibration, so how the runs share the machine changes wall-clock, not compute.")
     return parser.parse_args(argv)
 
 
@@ -227,6 +233,92 @@ def representation_spread(checkpoint: Path, texts: list[str]) -> float:
     return float(tokens.std(0).mean())
 
 
+def replacement_probe(args, checkpoint: Path, num_sequences: int = 256, batch_size: int = 32, seed: int = 0,
+                      top_k: int = 100) -> dict:
+    """What the ELECTRA discriminator of `checkpoint` can detect, on held-out text (the eval shard).
+
+    The same masked positions (the pre-training collator's) are filled three ways, and the
+    discriminator's AUC (replaced vs original, over real tokens) is measured for each:
+    - `generator`: the checkpoint's own generator samples (what it was trained on);
+    - `unigram`: tokens drawn from the held-out text's unigram distribution: frequent words, like
+      the samples of a weak generator, but placed without any context;
+    - `uniform`: tokens drawn uniformly from the vocabulary: mostly rare sub-words, the easiest case.
+    A discriminator that separates `uniform` but not `unigram` has learnt what rare tokens look
+    like, not what fits a context. `top100_share` is the share of the replacements that are among
+    the `top_k` (100) most frequent held-out tokens. Returns {kind: {"auc", "replaced_share", "top100_share"}}.
+    """
+    import gzip
+
+    import torch
+    from sklearn.metrics import roc_auc_score
+    from transformers import AutoTokenizer
+
+    from electra_hf.collator import DataCollatorForElectra
+    from electra_hf.modeling import ElectraForRTDPretraining
+
+    tokenizer = AutoTokenizer.from_pretrained(str(checkpoint))
+    model = ElectraForRTDPretraining.from_pretrained(str(checkpoint)).eval()
+    config = model.config
+    body = args.max_seq_length - 2
+    path = Path(args.shared_dir) / "corpus" / "gutenberg" / f"gutenberg_{args.eval_shard}.txt.gz"
+    ids: list[int] = []
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                ids += tokenizer(line.strip(), add_special_tokens=False)["input_ids"]
+            if len(ids) >= num_sequences * body:
+                break
+    stream = torch.tensor(ids[: num_sequences * body]).view(num_sequences, body)
+    counts = torch.bincount(stream.flatten(), minlength=len(tokenizer)).double()
+    top100 = torch.zeros(len(tokenizer), dtype=torch.bool)
+    top100[counts.topk(top_k).indices] = True
+    special = torch.tensor(tokenizer.all_special_ids)
+    uniform_weights = torch.ones(len(tokenizer), dtype=torch.double)
+    uniform_weights[special] = 0
+    unigram_weights = counts.clone()
+    unigram_weights[special] = 0
+    collator = DataCollatorForElectra(tokenizer, mask_prob=config.mask_prob, mask_token_prob=config.mask_token_prob,
+                                      random_token_prob=config.random_token_prob,
+                                      max_predictions_per_seq=config.max_predictions_per_seq,
+                                      max_seq_length=args.max_seq_length, seed=seed)
+    generator = torch.Generator().manual_seed(seed)
+    kinds = ("generator", "unigram", "uniform")
+    scores = {k: [] for k in kinds}
+    labels = {k: [] for k in kinds}
+    top_hits = {k: [0, 0] for k in kinds}
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for start in range(0, num_sequences, batch_size):
+            rows = stream[start : start + batch_size]
+            features = [{"input_ids": torch.cat([torch.tensor([tokenizer.cls_token_id]), row,
+                                                 torch.tensor([tokenizer.sep_token_id])])} for row in rows]
+            batch = collator(features)
+            out = model(**batch)
+            masked = batch["labels"] != -100
+            original = torch.where(masked, batch["labels"], batch["input_ids"])
+            real = batch["attention_mask"].bool()
+            inputs = {"generator": out.discriminator_input_ids}
+            for kind, weights in (("unigram", unigram_weights), ("uniform", uniform_weights)):
+                drawn = torch.multinomial(weights, original.numel(), replacement=True, generator=generator).view_as(original)
+                inputs[kind] = torch.where(masked, drawn, original)
+            for kind in kinds:
+                replaced = inputs[kind] != original
+                logits = (out.discriminator_logits if kind == "generator" else model.discriminator(
+                    input_ids=inputs[kind], attention_mask=batch["attention_mask"],
+                    token_type_ids=batch.get("token_type_ids")).logits)
+                scores[kind].append(logits[real].float())
+                labels[kind].append(replaced[real])
+                top_hits[kind][0] += int((replaced & top100[inputs[kind]]).sum())
+                top_hits[kind][1] += int(replaced.sum())
+    result = {}
+    for kind in kinds:
+        y = torch.cat(labels[kind]).numpy()
+        result[kind] = {"auc": float(roc_auc_score(y, torch.cat(scores[kind]).numpy())),
+                        "replaced_share": float(y.mean()),
+                        "top100_share": top_hits[kind][0] / max(top_hits[kind][1], 1)}
+    return result
+
+
 def report(args, runs: dict, glue: dict, results_dir: Path) -> None:
     tasks = [task.name for task in resolve_task_names(args.tasks)]
     rows, table = [], []
@@ -273,6 +365,15 @@ def report(args, runs: dict, glue: dict, results_dir: Path) -> None:
     if args.notes:
         timing += ["", args.notes]
     held_out += timing
+    if "probe" in runs["electra"]:
+        held_out += ["", "What the ELECTRA discriminator detects (held-out shard, 256 sequences, the same masked "
+                     "positions filled three ways; `replacement_probe`): AUC of replaced vs original, and the share "
+                     "of replacements that are among the 100 most frequent held-out tokens.", "",
+                     "| budget | generator samples: AUC | top-100 share | unigram draws: AUC | top-100 share "
+                     "| uniform draws: AUC | top-100 share |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for fraction, probe in runs["electra"]["probe"].items():
+            held_out.append(f"| {int(fraction * 100)}% | " + " | ".join(
+                f"{probe[k]['auc']:.3f} | {probe[k]['top100_share']:.2f}" for k in ("generator", "unigram", "uniform")) + " |")
     held_out += ["", "Representation spread: mean over hidden dimensions of the std across tokens of the encoder's "
                  "last hidden states on four held-out sentences (~0: a collapsed encoder, the same vector everywhere)."]
     setup = (f"Setup: preset `{args.preset}`, vocab {args.vocab_size}, seq {args.max_seq_length}, batch {args.batch_size}, "
@@ -284,6 +385,7 @@ def report(args, runs: dict, glue: dict, results_dir: Path) -> None:
     (results_dir / f"{args.tag}.md").write_text("\n".join([f"# {args.tag}", "", setup, "", *table, *held_out]) + "\n")
     (results_dir / f"{args.tag}.json").write_text(json.dumps({"args": vars(args), "rows": rows,
                                                               "held_out": {o: runs[o]["eval"] for o in OBJECTIVES},
+                                                              "replacement_probe": {str(f): v for f, v in runs["electra"].get("probe", {}).items()},
                                                               "wall_seconds": {o: runs[o]["wall_seconds"] for o in OBJECTIVES}},
                                                              indent=2, default=str))
     import matplotlib
@@ -326,11 +428,19 @@ def main(argv=None):
     work = Path(args.work_dir) / args.tag
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    objectives = [name.strip() for name in args.objectives.split(",") if name.strip()]
+    unknown = sorted(set(objectives) - set(OBJECTIVES))
+    if unknown or not objectives:
+        raise SystemExit(f"--objectives {args.objectives!r}: choose from {', '.join(OBJECTIVES)}")
+    if set(objectives) != set(OBJECTIVES) and not (work / "calibration.json").is_file():
+        # Two one-objective processes calibrating at once would time each other's load.
+        raise SystemExit(f"--objectives {args.objectives!r} needs {work / 'calibration.json'}: run the calibration "
+                         "first (the command without --objectives calibrates before it trains)")
     rates = calibrate(args, work)
     logger.info("calibrated tokens/s: %s", rates)
-    runs = {objective: pretrain(args, work, objective, rates[objective]) for objective in OBJECTIVES}
+    runs = {objective: pretrain(args, work, objective, rates[objective]) for objective in objectives}
     glue = {}
-    for objective in OBJECTIVES:
+    for objective in objectives:
         checkpoints = dict(list_checkpoints(runs[objective]["output_dir"] / "checkpoints"))
         max_steps = runs[objective]["max_steps"]
         runs[objective]["spread"] = {}
@@ -338,6 +448,11 @@ def main(argv=None):
             step = min(checkpoints, key=lambda s: abs(s - fraction * max_steps))
             glue[(objective, fraction)] = finetune(args, work, objective, checkpoints[step], fraction)
             runs[objective]["spread"][fraction] = representation_spread(checkpoints[step], SPREAD_TEXTS)
+            if objective == "electra":
+                runs[objective].setdefault("probe", {})[fraction] = replacement_probe(args, checkpoints[step])
+    if set(objectives) != set(OBJECTIVES):
+        logger.info("%s done; the command without --objectives writes the report once both are", objectives)
+        return
     report(args, runs, glue, Path(args.results_dir))
     logger.info("experiment done in %.1f min", (time.perf_counter() - started) / 60)
 
