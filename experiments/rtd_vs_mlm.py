@@ -78,6 +78,8 @@ def parse_args(argv=None):
     parser.add_argument("--calibration_steps", type=int, default=3, help="Timed steps per objective and round.")
     parser.add_argument("--notes", default="", help="A paragraph appended to the report (how the machine was shared).")
     parser.add_argument("--calibration_rounds", type=int, default=5, help="Alternating rounds (electra, mlm, ...).")
+    parser.add_argument("--calibrate_only", action="store_true",
+                        help="Time the two steps (calibration.json) and stop: the first step of a run with --objectives.")
     parser.add_argument("--objectives", default=",".join(OBJECTIVES),
                         help="Pre-train and fine-tune only these (comma-separated). To use two cores as two "
                              "one-thread processes, one per objective: after calibration.json exists, run "
@@ -435,9 +437,11 @@ def main(argv=None):
     if set(objectives) != set(OBJECTIVES) and not (work / "calibration.json").is_file():
         # Two one-objective processes calibrating at once would time each other's load.
         raise SystemExit(f"--objectives {args.objectives!r} needs {work / 'calibration.json'}: run the calibration "
-                         "first (the command without --objectives calibrates before it trains)")
+                         "first (--calibrate_only, or the command without --objectives, which calibrates before it trains)")
     rates = calibrate(args, work)
     logger.info("calibrated tokens/s: %s", rates)
+    if args.calibrate_only:
+        return
     runs = {objective: pretrain(args, work, objective, rates[objective]) for objective in objectives}
     glue = {}
     for objective in objectives:

@@ -56,3 +56,12 @@ def test_replacement_probe_separates_the_three_kinds_of_replacement(experiment, 
     assert probe["unigram"]["top100_share"] > 0.5
     assert probe["uniform"]["top100_share"] < 0.1
     assert probe["generator"]["auc"] != probe["unigram"]["auc"] != probe["uniform"]["auc"]
+
+
+def test_objectives_are_checked_and_a_subset_needs_the_calibration(experiment, tmp_path):
+    with pytest.raises(SystemExit, match="choose from electra, mlm"):
+        experiment.main(["--work_dir", str(tmp_path), "--objectives", "bert"])
+    # Two one-objective processes must not each time the steps while the other one trains.
+    with pytest.raises(SystemExit, match="--calibrate_only"):
+        experiment.main(["--work_dir", str(tmp_path), "--tag", "t", "--objectives", "electra"])
+    assert not (tmp_path / "t" / "calibration.json").exists()
