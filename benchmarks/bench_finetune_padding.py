@@ -56,7 +56,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import itertools
-import json
 import math
 import os
 import shlex
@@ -613,12 +612,9 @@ def main(argv: list[str] | None = None) -> dict:
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "wall_time_s": time.perf_counter() - started,
     }
-    out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"{args.name}.json").write_text(json.dumps(report, indent=2, default=str))
-    table = markdown(report)
-    (out_dir / f"{args.name}.md").write_text(table)
-    print(table)
+    from bench_pretrain_step import write_report  # a sibling script, like bench_data
+
+    write_report(report, markdown(report), args.out_dir, args.name)
     return report
 
 

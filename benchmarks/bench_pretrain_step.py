@@ -121,6 +121,15 @@ def measure_gemm(device: str, dtype_name: str, size: int, repeats: int = 3) -> l
     return values
 
 
+def write_report(report: dict, table: str, out_dir: str | Path, name: str) -> None:
+    """Write `<out_dir>/<name>.json` (the whole report) and `<name>.md` (its table), then print the table."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{name}.json").write_text(json.dumps(report, indent=2, default=str))
+    (out_dir / f"{name}.md").write_text(table)
+    print(table)
+
+
 def sync(device: str) -> None:
     if device == "cuda":
         import torch
@@ -581,12 +590,7 @@ def main(argv: list[str] | None = None) -> dict:
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "wall_time_s": time.perf_counter() - started,
     }
-    out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"{args.name}.json").write_text(json.dumps(report, indent=2, default=str))
-    table = markdown(report)
-    (out_dir / f"{args.name}.md").write_text(table)
-    print(table)
+    write_report(report, markdown(report), args.out_dir, args.name)
     return report
 
 

@@ -31,7 +31,7 @@ Writes benchmarks/results/step_ceiling_<preset>.{json,md} (--out_dir, --name to 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import statistics
 import sys
 import time
@@ -48,6 +48,7 @@ from bench_pretrain_step import (  # noqa: E402  (a sibling script, not a packag
     make_batches,
     measure_gemm,
     useful_flops,
+    write_report,
 )
 
 GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::mv", "aten::addmv")
@@ -199,7 +200,7 @@ def main(argv: list[str] | None = None) -> dict:
     top_others = sorted(others.items(), key=lambda kv: -kv[1])[:12]
     result = {
         "command": "python benchmarks/bench_step_ceiling.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": machine | {"load_average_at_end": [round(x, 2) for x in __import__("os").getloadavg()]},
+        "machine": machine | {"load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
         "preset": args.preset, "compiled": args.compile, "gemm_size": args.gemm_size, "batch_size": args.batch_size, "seq_len": args.seq_len, "vocab_size": args.vocab_size,
         "useful_flops_per_step": useful,
         "executed_gemm_flops_per_step": executed_flops,
@@ -216,12 +217,8 @@ def main(argv: list[str] | None = None) -> dict:
         "gemm_shapes": shape_rows,
         "wall_s": round(time.perf_counter() - started, 1),
     }
-    out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = args.name or f"step_ceiling_{args.preset}" + ("_compile" if args.compile else "")
-    (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=2))
-    (out_dir / f"{stem}.md").write_text(markdown(result))
-    print(markdown(result))
+    write_report(result, markdown(result), args.out_dir,
+                 args.name or f"step_ceiling_{args.preset}" + ("_compile" if args.compile else ""))
     return result
 
 

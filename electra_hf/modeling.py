@@ -15,10 +15,8 @@ One training step, as the official implementation does it (see `forward`):
 
 from __future__ import annotations
 
-import concurrent.futures
 import ctypes
 import math
-import os
 import platform
 import sys
 from dataclasses import dataclass
@@ -186,57 +184,29 @@ def _draw_seed() -> torch.Tensor:
     return torch.randint(0, 2**62, (), dtype=torch.int64)
 
 
-# Elements per task of the mask generator: a task's random bits (1 MiB) are still in cache when
-# they are compared and scaled, and the tasks run on a thread pool (numpy releases the GIL), so
-# the mask is generated on all of torch's cores instead of one.
+# Elements per chunk of the mask generator: a chunk's random bits (1 MiB) are still in cache when
+# they are compared and scaled, instead of a mask-sized int32 buffer going through memory twice.
 _MASK_CHUNK = 1 << 18
-_mask_pool: tuple[int, int, concurrent.futures.ThreadPoolExecutor] | None = None  # (pid, workers, pool)
-
-
-def _mask_thread_pool() -> concurrent.futures.ThreadPoolExecutor | None:
-    """A pool with torch's thread count (None for one thread); a new one after a fork or a change."""
-    global _mask_pool
-    workers = torch.get_num_threads()
-    if workers < 2:
-        return None
-    if _mask_pool is None or _mask_pool[0] != os.getpid() or _mask_pool[1] != workers:
-        # A forked child (DataLoader worker) inherits the pool object but not its threads.
-        _mask_pool = (os.getpid(), workers,
-                      concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="electra_hf-dropout"))
-    return _mask_pool[2]
-
-
-def _fill_mask_chunk(out: np.ndarray, seed: int, index: int, threshold: int, scale) -> None:
-    """`out[:] = scale where bits >= threshold else 0`, bits = uniform int32s of stream (seed, index)."""
-    numel = out.shape[0]
-    raw = np.random.SFC64(np.random.SeedSequence((seed, index))).random_raw((numel + 1) // 2)
-    np.multiply(raw.view(np.int32)[:numel] >= threshold, scale, out=out)
 
 
 def dropout_scale_mask(shape: torch.Size, p: float, dtype: torch.dtype = torch.float32, seed: int | None = None) -> torch.Tensor:
     """A CPU dropout mask: 1/(1 - p) with probability 1 - p, else 0 (see the comment above).
 
-    `seed` (default: drawn from torch's generator) seeds numpy's SFC64: chunk i of `_MASK_CHUNK`
-    elements is drawn from the stream `SeedSequence((seed, i))`, so the mask is a pure function of
-    (seed, shape, p) whatever the number of threads that filled it."""
+    `seed` (default: drawn from torch's generator) seeds numpy's SFC64; the mask is a pure function
+    of (seed, shape, p). The bits are drawn chunk after chunk from one stream, so the mask is the
+    one a single draw of all the bits would give."""
     if seed is None:
         seed = int(_draw_seed())
-    seed = int(seed) % 2**63  # SeedSequence takes non-negative entropy
     numel = math.prod(shape)
     threshold = -(2**31) + int(round(p * 2**32))  # keep iff a uniform int32 >= threshold
     np_dtype = np.float64 if dtype == torch.float64 else np.float32
-    mask = np.empty(numel, dtype=np_dtype)
     scale = np_dtype(1.0 / (1.0 - p))
-    starts = range(0, numel, _MASK_CHUNK)
-    pool = _mask_thread_pool() if numel > _MASK_CHUNK else None
-    if pool is None:
-        for index, start in enumerate(starts):
-            _fill_mask_chunk(mask[start : start + _MASK_CHUNK], seed, index, threshold, scale)
-    else:
-        tasks = [pool.submit(_fill_mask_chunk, mask[start : start + _MASK_CHUNK], seed, index, threshold, scale)
-                 for index, start in enumerate(starts)]
-        for task in tasks:
-            task.result()
+    mask = np.empty(numel, dtype=np_dtype)
+    bit_generator = np.random.SFC64(int(seed))
+    for start in range(0, numel, _MASK_CHUNK):  # _MASK_CHUNK is even: a chunk uses whole 64-bit draws
+        out = mask[start : start + _MASK_CHUNK]
+        raw = bit_generator.random_raw((out.shape[0] + 1) // 2)  # uint64 → two uniform int32 each
+        np.multiply(raw.view(np.int32)[: out.shape[0]] >= threshold, scale, out=out)
     result = torch.from_numpy(mask).view(shape)
     return result if result.dtype == dtype else result.to(dtype)
 
