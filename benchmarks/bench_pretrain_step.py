@@ -293,16 +293,26 @@ def build_electra_hf(config, device: str, precision: str, attn: str, lr: float, 
     if compile_model:
         model = compile_for_training(model)
     model.train()
-    window = torch.zeros(8, device=accelerator.device)
+    return library_step(model, optimizer, scheduler, accelerator.backward, accelerator.clip_grad_norm_, accelerator.device)
+
+
+def library_step(model, optimizer, scheduler, backward=None, clip_grad_norm=None, device="cpu"):
+    """The work of one train_pretrain.py step: forward, backward, clipping to 1.0, optimizer and
+    schedule steps, and the loop's metric bookkeeping (no host sync). `backward(loss)` and
+    `clip_grad_norm(parameters, max_norm)` default to plain torch's."""
+    import torch
+
+    backward = backward or (lambda loss: loss.backward())
+    clip_grad_norm = clip_grad_norm or torch.nn.utils.clip_grad_norm_
+    window = torch.zeros(8, device=device)
 
     def step(batch):
         out = model(**batch)
-        accelerator.backward(out.loss)
-        accelerator.clip_grad_norm_(model.parameters(), 1.0)
+        backward(out.loss)
+        clip_grad_norm(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
-        # train_pretrain.py's per-step bookkeeping (no host sync)
         detached = [out.loss, out.generator_loss, out.generator_accuracy, out.discriminator_loss,
                     out.discriminator_accuracy, out.discriminator_precision, out.discriminator_recall]
         window[:7] += torch.stack([value.detach().float() for value in detached])

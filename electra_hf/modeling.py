@@ -32,9 +32,16 @@ from transformers import (
     ElectraForPreTraining,
     PreTrainedModel,
 )
-from transformers.models.electra.modeling_electra import ElectraEmbeddings, ElectraLayer, ElectraSelfAttention
+from transformers.models.electra.modeling_electra import (
+    ElectraEmbeddings,
+    ElectraLayer,
+    ElectraOutput,
+    ElectraSelfAttention,
+    ElectraSelfOutput,
+)
 from transformers.utils import ModelOutput
 
+from .cpu_kernels import sfc64_dropout_bytes
 from .configuration import ElectraPretrainingConfig
 
 IGNORE_INDEX = -100
@@ -128,7 +135,9 @@ def gumbel_sample(logits: torch.Tensor, temperature: float = 1.0) -> torch.LongT
         return (scores - exponential_noise.log()).argmax(dim=-1)
 
 
-def categorical_sample(log_probs: torch.Tensor, block_size: int = 256, normalized: bool = False) -> torch.LongTensor:
+def categorical_sample(
+    log_probs: torch.Tensor, block_size: int = 256, normalized: bool = False, probabilities: bool = False
+) -> torch.LongTensor:
     """One exact sample per row from Categorical(exp(log_probs)), without gradient. `(..., V)` → `(...)`.
 
     Two-level inverse-CDF sampling: pick a block of `block_size` consecutive classes with probability
@@ -137,7 +146,8 @@ def categorical_sample(log_probs: torch.Tensor, block_size: int = 256, normalize
     numbers per row instead of V, and needs one `exp` and one sum over the (rows, V) matrix: on a
     CPU, Gumbel-max over a 30k vocabulary spends most of its time in the random number generator.
     Rows need not be normalised (log-weights are fine) unless `normalized=True` promises
-    log-probabilities (max <= 0), which saves a pass. Cumulative sums are in fp64 and only over
+    log-probabilities (max <= 0), which saves a pass; `probabilities=True` says the input already
+    holds (unnormalised, non-negative) weights rather than their logarithms. Cumulative sums are in fp64 and only over
     `V / block_size` block masses and `block_size` in-block weights, so no fp32 prefix-sum error
     over the whole vocabulary distorts the tail.
     """
@@ -145,8 +155,10 @@ def categorical_sample(log_probs: torch.Tensor, block_size: int = 256, normalize
         vocab = log_probs.shape[-1]
         flat = log_probs.detach().float().reshape(-1, vocab)
         rows = flat.shape[0]
-        # exp(log-probabilities) cannot overflow; unnormalised log-weights are shifted to max 0 first.
-        weights = flat.exp() if normalized else (flat - flat.amax(dim=-1, keepdim=True)).exp_()  # (rows, V)
+        if probabilities:
+            weights = flat
+        else:  # exp(log-probabilities) cannot overflow; log-weights are shifted to max 0 first.
+            weights = flat.exp() if normalized else (flat - flat.amax(dim=-1, keepdim=True)).exp_()  # (rows, V)
         full_blocks, tail = divmod(vocab, block_size)
         block_mass = [weights[:, : full_blocks * block_size].reshape(rows, full_blocks, block_size).sum(-1)]
         if tail:
@@ -165,18 +177,56 @@ def categorical_sample(log_probs: torch.Tensor, block_size: int = 256, normalize
         return sample.view(log_probs.shape[:-1])
 
 
+class _CrossEntropyWithProbabilities(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, targets: torch.LongTensor):
+        log_probs = torch.log_softmax(logits, dim=-1)
+        losses = log_probs.gather(1, targets.unsqueeze(1)).squeeze(1).neg_()
+        probabilities = log_probs.exp_()  # log_probs is not needed any more
+        ctx.save_for_backward(probabilities, targets)
+        ctx.mark_non_differentiable(probabilities)
+        ctx.set_materialize_grads(False)
+        return losses, probabilities
+
+    @staticmethod
+    def backward(ctx, grad_losses, grad_probabilities):
+        if grad_losses is None:
+            return None, None
+        probabilities, targets = ctx.saved_tensors
+        # d loss_i / d logits_i = softmax_i - onehot(target_i): one pass over (N, V).
+        grad_logits = probabilities * grad_losses.unsqueeze(1)
+        grad_logits.scatter_add_(1, targets.unsqueeze(1), grad_losses.neg().unsqueeze(1))
+        return grad_logits, None
+
+
+def cross_entropy_with_probabilities(logits: torch.Tensor, targets: torch.LongTensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row cross-entropy and the softmax probabilities, for a loss that also samples from them.
+
+    `logits (N, V)`, `targets (N,)` → `losses (N,)` (= `F.cross_entropy(..., reduction="none")`) and
+    `probabilities (N, V)` (no gradient). The backward pass is `(probabilities - onehot) · grad` from
+    the saved probabilities — one pass over the (N, V) matrix instead of log-softmax + NLL's zero
+    fill, scatter and log-softmax backward — and the probabilities serve the generator's sampling
+    (`categorical_sample(..., probabilities=True)`) without another `exp`. Do not modify them in place.
+    """
+    return _CrossEntropyWithProbabilities.apply(logits, targets)
+
+
 # --- dropout on the CPU -----------------------------------------------------------------------
 # torch's CPU dropout draws one fp32 uniform per element from a single-threaded Mersenne Twister
 # (`bernoulli_`, ~10 ns per element), then applies the mask in two more passes; an ELECTRA-Small
 # step drops ~63M activations (hidden states and attention probabilities of both networks), which
 # took ~0.7 s of a ~3.5 s step. Here the random bits come from numpy's SFC64 generator (raw 64-bit
-# output, 1–2 ns per 32 bits), seeded by one draw from torch's default CPU generator — so
+# output, ~0.35 ns per byte), seeded by one draw from torch's default CPU generator — so
 # `torch.manual_seed` makes runs reproducible and activation checkpointing's RNG-state replay
 # regenerates the same masks — and the mask is one fp32 tensor holding 0 or 1/(1 - p) (one
-# multiply forward, one backward). A position is kept iff a uniform 32-bit integer is >= p·2³²
-# (rounded): Bernoulli(1 - p) to within 2⁻³² (torch's own float path resolves p to 2⁻²⁴). Used for
-# fp32/fp64 CPU tensors (under torch.compile through a custom op, below); accelerators keep
-# torch's fused dropout kernels.
+# multiply forward, one backward).
+# Random bits are what the mask costs, so each element gets one byte, not a 32-bit uniform: an
+# element is dropped iff U < p for a uniform U whose binary expansion is read byte by byte. The
+# first byte b decides unless it equals floor(256·p) (probability 1/256): b < floor(256·p) drops,
+# b > floor(256·p) keeps, and a tie reads 32 more bits of U (from a second SFC64 stream, in
+# element order). The drop probability is p to within 2⁻⁴¹ (torch's own float path resolves p to
+# 2⁻²⁴), for ~8.1 random bits per element. Used for fp32/fp64 CPU tensors (under torch.compile
+# through a custom op, below); accelerators keep torch's fused dropout kernels.
 
 
 def _draw_seed() -> torch.Tensor:
@@ -184,31 +234,67 @@ def _draw_seed() -> torch.Tensor:
     return torch.randint(0, 2**62, (), dtype=torch.int64)
 
 
-# Elements per chunk of the mask generator: a chunk's random bits (1 MiB) are still in cache when
-# they are compared and scaled, instead of a mask-sized int32 buffer going through memory twice.
+# Elements per chunk of the mask generator: a chunk's bytes and comparison results (256 KiB each)
+# are still in cache when they are used, instead of mask-sized buffers going through memory.
 _MASK_CHUNK = 1 << 18
+
+
+def dropout_byte_thresholds(p: float) -> tuple[int, int]:
+    """(first-byte threshold k, tie threshold t) for dropping with probability `p` ∈ (0, 1):
+    drop iff byte < k, or byte == k and a uniform uint32 < t."""
+    level = p * 256.0  # exact in binary floating point
+    first_byte = math.floor(level)
+    return first_byte, min(int(round((level - first_byte) * 2**32)), 2**32)
 
 
 def dropout_scale_mask(shape: torch.Size, p: float, dtype: torch.dtype = torch.float32, seed: int | None = None) -> torch.Tensor:
     """A CPU dropout mask: 1/(1 - p) with probability 1 - p, else 0 (see the comment above).
 
-    `seed` (default: drawn from torch's generator) seeds numpy's SFC64; the mask is a pure function
-    of (seed, shape, p). The bits are drawn chunk after chunk from one stream, so the mask is the
-    one a single draw of all the bits would give."""
+    `seed` (default: drawn from torch's generator) seeds the two SFC64 streams (bytes, tie bits);
+    the mask is a pure function of (seed, shape, p). The first bytes come from a compiled kernel
+    (`cpu_kernels`, numba) or, without numba, from numpy chunk by chunk: the same stream in the
+    same order, so both give the same mask."""
     if seed is None:
         seed = int(_draw_seed())
     numel = math.prod(shape)
-    threshold = -(2**31) + int(round(p * 2**32))  # keep iff a uniform int32 >= threshold
+    first_byte, tie_threshold = dropout_byte_thresholds(p)
     np_dtype = np.float64 if dtype == torch.float64 else np.float32
     scale = np_dtype(1.0 / (1.0 - p))
     mask = np.empty(numel, dtype=np_dtype)
-    bit_generator = np.random.SFC64(int(seed))
-    for start in range(0, numel, _MASK_CHUNK):  # _MASK_CHUNK is even: a chunk uses whole 64-bit draws
-        out = mask[start : start + _MASK_CHUNK]
-        raw = bit_generator.random_raw((out.shape[0] + 1) // 2)  # uint64 → two uniform int32 each
-        np.multiply(raw.view(np.int32)[: out.shape[0]] >= threshold, scale, out=out)
+    byte_stream = np.random.SFC64(int(seed))
+    ties = None
+    if sfc64_dropout_bytes is not None and numel:
+        state = np.array(byte_stream.state["state"]["state"], dtype=np.uint64)
+        # Expected numel/256 ties; a full buffer (never seen in practice) falls back to numpy.
+        tie_buffer = np.empty(numel if numel <= 1 << 16 else numel // 64, dtype=np.int64)
+        count = sfc64_dropout_bytes(state, first_byte, scale, mask, tie_buffer)
+        if count >= 0:
+            ties = tie_buffer[:count]
+    if ties is None:
+        ties = _numpy_first_bytes(byte_stream, first_byte, scale, mask)
+    if ties.size:
+        # One 64-bit draw per tie (its upper 32 bits), in element order.
+        tie_bits = np.random.SFC64([int(seed), 1]).random_raw(ties.size) >> np.uint64(32)
+        mask[ties] = np.where(tie_bits >= tie_threshold, scale, np_dtype(0))
     result = torch.from_numpy(mask).view(shape)
     return result if result.dtype == dtype else result.to(dtype)
+
+
+def _numpy_first_bytes(byte_stream, first_byte: int, scale, mask: np.ndarray) -> np.ndarray:
+    """The numpy path of `dropout_scale_mask`: `mask[i]` = scale iff byte i > `first_byte`, chunk by
+    chunk; returns the indices of the ties (bytes equal to `first_byte`), ascending."""
+    numel = mask.shape[0]
+    kept = np.empty(min(numel, _MASK_CHUNK), dtype=np.bool_)
+    tied = np.empty_like(kept)
+    ties = []
+    for start in range(0, numel, _MASK_CHUNK):  # _MASK_CHUNK is a multiple of 8: whole 64-bit draws
+        out = mask[start : start + _MASK_CHUNK]
+        size = out.shape[0]
+        first_bytes = byte_stream.random_raw((size + 7) // 8).view(np.uint8)[:size]
+        np.greater(first_bytes, first_byte, out=kept[:size])
+        np.multiply(kept[:size], scale, out=out)
+        ties.append(np.flatnonzero(np.equal(first_bytes, first_byte, out=tied[:size])) + start)
+    return np.concatenate(ties) if ties else np.empty(0, dtype=np.int64)
 
 
 class _CPUDropoutFunction(torch.autograd.Function):
@@ -264,6 +350,26 @@ def cpu_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tenso
     return _CPUDropoutFunction.apply(x, p)
 
 
+class _CPUDropoutAddFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, residual: torch.Tensor, p: float) -> torch.Tensor:
+        mask = dropout_scale_mask(x.shape, p, x.dtype)
+        ctx.save_for_backward(mask)
+        return torch.addcmul(residual, x, mask)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        (mask,) = ctx.saved_tensors
+        return grad_output * mask, grad_output, None
+
+
+def cpu_dropout_add(x: torch.Tensor, residual: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
+    """`residual + cpu_dropout(x, p, training)`; on the CPU in one pass (`addcmul`) instead of two."""
+    if not training or p == 0.0 or p == 1.0 or not _fast_cpu_dropout_applies(x) or torch.compiler.is_compiling():
+        return residual + cpu_dropout(x, p, training)  # inductor fuses the addition itself
+    return _CPUDropoutAddFunction.apply(x, residual, p)
+
+
 class FastCPUDropout(nn.Dropout):
     """`nn.Dropout` whose CPU path uses `cpu_dropout` (same distribution, several times cheaper); elsewhere unchanged."""
 
@@ -271,6 +377,37 @@ class FastCPUDropout(nn.Dropout):
         if self.inplace:
             return super().forward(input)
         return cpu_dropout(input, self.p, self.training)
+
+
+class _SplitHeads(torch.autograd.Function):
+    """`(B, T, 3, heads, d)` projections + bias `(3·heads·d,)` → contiguous queries, keys, values
+    `(B, heads, T, d)` each.
+
+    One pass each way: the bias is added while copying into the head-major layout (so the
+    projection is a plain matmul, without `addmm`'s copy of the broadcast bias into its output),
+    and the backward writes the three gradients straight into the projection's layout.
+    (`permute(...).contiguous().unbind(0)` first stacks the three gradients into a new tensor.)
+    """
+
+    @staticmethod
+    def forward(ctx, projected: torch.Tensor, bias: torch.Tensor):
+        batch, length, _, heads, head_size = projected.shape
+        split = projected.new_empty(3, batch, heads, length, head_size)
+        torch.add(projected.permute(2, 0, 3, 1, 4), bias.view(3, 1, heads, 1, head_size), out=split)
+        return split[0], split[1], split[2]
+
+    @staticmethod
+    def backward(ctx, *grads):
+        like = next(g for g in grads if g is not None)
+        batch, heads, length, head_size = like.shape
+        grad = like.new_empty(batch, length, 3, heads, head_size)
+        for index, part in enumerate(grads):
+            target = grad[:, :, index].transpose(1, 2)  # (B, heads, T, d) view
+            if part is None:
+                target.zero_()
+            else:
+                target.copy_(part)
+        return grad, grad.view(batch * length, -1).sum(0)
 
 
 class _FastCPUDropoutSelfAttention(ElectraSelfAttention):
@@ -292,12 +429,15 @@ class _FastCPUDropoutSelfAttention(ElectraSelfAttention):
             or not _fast_cpu_dropout_applies(hidden_states)
         ):
             return super().forward(hidden_states, attention_mask, past_key_values, **kwargs)
-        input_shape = hidden_states.shape[:-1]
-        hidden_shape = (*input_shape, -1, self.attention_head_size)
-        # The 1/sqrt(d) scaling on the queries (B·T·H values) rather than on the scores (B·heads·T²).
-        query = (self.query(hidden_states) * self.scaling).view(hidden_shape).transpose(1, 2)
-        key = self.key(hidden_states).view(hidden_shape).transpose(1, 2)
-        value = self.value(hidden_states).view(hidden_shape).transpose(1, 2)
+        batch, length = hidden_states.shape[:2]
+        heads, head_size = self.num_attention_heads, self.attention_head_size
+        # Queries, keys and values from one projection: one GEMM forward and one per gradient, and no
+        # sum of three input gradients. The 1/sqrt(d) scaling is folded into the (H, H) query weights
+        # instead of a pass over the (B, T, H) queries or the (B, heads, T, T) scores.
+        weight = torch.cat((self.query.weight * self.scaling, self.key.weight, self.value.weight))
+        bias = torch.cat((self.query.bias * self.scaling, self.key.bias, self.value.bias))
+        projected = F.linear(hidden_states, weight).view(batch, length, 3, heads, head_size)
+        query, key, value = _SplitHeads.apply(projected, bias)
         scores = torch.matmul(query, key.transpose(2, 3))
         if attention_mask is not None:
             if attention_mask.dtype == torch.bool:  # sdpa-style mask: True = attend
@@ -305,12 +445,41 @@ class _FastCPUDropoutSelfAttention(ElectraSelfAttention):
             else:  # eager-style additive mask
                 scores = scores + attention_mask
         probs = cpu_dropout(F.softmax(scores, dim=-1), p)
-        context = torch.matmul(probs, value).transpose(1, 2).reshape(*input_shape, -1)
+        context = torch.matmul(probs, value).transpose(1, 2).reshape(batch, length, heads * head_size)
         return context, probs
+
+
+class _FastCPUDropoutResidualOutput(nn.Module):
+    """The forward of transformers' `ElectraSelfOutput` and `ElectraOutput` (dense, dropout, residual,
+    LayerNorm) with the dropout and the residual addition in one pass on the CPU. A mixin: the
+    installed classes are `(_FastCPUDropoutResidualOutput, ElectraSelfOutput)` and
+    `(_FastCPUDropoutResidualOutput, ElectraOutput)`."""
+
+    def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
+        hidden_states = self.dense(hidden_states)
+        return self.LayerNorm(cpu_dropout_add(hidden_states, input_tensor, self.dropout.p, self.training))
+
+
+class _FastCPUDropoutSelfOutput(_FastCPUDropoutResidualOutput, ElectraSelfOutput):
+    pass
+
+
+class _FastCPUDropoutOutput(_FastCPUDropoutResidualOutput, ElectraOutput):
+    pass
+
+
+_FAST_CPU_DROPOUT_CLASSES = {
+    ElectraSelfAttention: _FastCPUDropoutSelfAttention,
+    ElectraSelfOutput: _FastCPUDropoutSelfOutput,
+    ElectraOutput: _FastCPUDropoutOutput,
+}
 
 
 def install_fast_cpu_dropout(module: nn.Module) -> nn.Module:
     """Make every `nn.Dropout` (and Electra self-attention's dropout) of `module` use `cpu_dropout`.
+
+    Electra's self-attention, `ElectraSelfOutput` and `ElectraOutput` also get training-mode CPU
+    forwards that do the same computation with fewer passes (see their classes).
 
     Parameters, buffers and state dicts are untouched; only the random number generator of
     dropout on CPU tensors changes (not its distribution). Returns `module`.
@@ -319,8 +488,8 @@ def install_fast_cpu_dropout(module: nn.Module) -> nn.Module:
         for name, child in parent.named_children():
             if type(child) is nn.Dropout:
                 setattr(parent, name, FastCPUDropout(child.p, child.inplace))
-        if type(parent) is ElectraSelfAttention:
-            parent.__class__ = _FastCPUDropoutSelfAttention
+        if type(parent) in _FAST_CPU_DROPOUT_CLASSES:
+            parent.__class__ = _FAST_CPU_DROPOUT_CLASSES[type(parent)]
     return module
 
 
@@ -423,10 +592,11 @@ class ElectraForRTDPretraining(PreTrainedModel):
         generator_logits = self.generator.generator_lm_head(
             self.generator.generator_predictions(gather_positions(generator_hidden, positions))
         )
-        # = F.cross_entropy, split so that the log-probabilities also serve the sampling below.
-        log_probs = F.log_softmax(generator_logits.float().flatten(0, 1), dim=-1)
-        token_losses = F.nll_loss(log_probs, targets.flatten(), reduction="none").view_as(targets)
-        generator_loss = masked_mean(token_losses, weights)
+        # = F.cross_entropy, which also returns the probabilities for the sampling below.
+        token_losses, probabilities = cross_entropy_with_probabilities(
+            generator_logits.float().flatten(0, 1), targets.flatten()
+        )
+        generator_loss = masked_mean(token_losses.view_as(targets), weights)
 
         if config.objective == "mlm":
             return ElectraPretrainingOutput(
@@ -442,7 +612,7 @@ class ElectraForRTDPretraining(PreTrainedModel):
         if config.sampling_method == "gumbel":  # the official algorithm, bit for bit in spirit
             sampled = gumbel_sample(generator_logits, config.sampling_temperature)
         elif config.sampling_temperature == 1.0:
-            sampled = categorical_sample(log_probs.view_as(generator_logits), normalized=True)
+            sampled = categorical_sample(probabilities.view_as(generator_logits), probabilities=True)
         else:
             sampled = categorical_sample(generator_logits.detach().float() / config.sampling_temperature)
         samples = torch.where(weights, sampled, targets)
@@ -486,8 +656,12 @@ class ElectraForRTDPretraining(PreTrainedModel):
 
     @staticmethod
     def _generator_accuracy(logits, targets, weights) -> torch.Tensor:
+        """Share of masked positions whose target has the highest logit (a tie counts as correct;
+        `amax` is ~4× cheaper than `argmax` over a 30k vocabulary on a CPU)."""
         with torch.no_grad():
-            return masked_mean((logits.argmax(-1) == targets).float(), weights)
+            logits = logits.detach()
+            correct = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) >= logits.amax(dim=-1)
+            return masked_mean(correct.float(), weights)
 
 
 def discriminator_metrics(

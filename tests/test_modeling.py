@@ -255,3 +255,35 @@ def test_both_sampling_methods_keep_the_rtd_invariants(tiny_tokenizer, batch, me
     assert not (out.discriminator_input_ids == tiny_tokenizer.mask_token_id).any()
     with pytest.raises(ValueError, match="sampling_method"):
         tiny_config(sampling_method="beam")
+
+
+@pytest.mark.slow
+def test_compiled_layers_give_the_eager_step(tiny_tokenizer, batch):
+    """compile_for_training (train_pretrain.py --compile): same losses and gradients as eager without
+    dropout; with dropout, the compiled path (masks from electra_hf::dropout_mask) trains."""
+    from electra_hf.modeling import compile_for_training
+
+    eager = build(tiny_tokenizer)
+    compiled = build(tiny_tokenizer)
+    compile_for_training(compiled)
+    results = []
+    for model in (eager, compiled):
+        torch.manual_seed(3)
+        out = model(**batch)
+        out.loss.backward()
+        results.append((out, {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}))
+    (eager_out, eager_grads), (compiled_out, compiled_grads) = results
+    torch.testing.assert_close(compiled_out.loss, eager_out.loss, rtol=1e-5, atol=1e-5)
+    assert eager_grads.keys() == compiled_grads.keys()
+    for name in eager_grads:
+        torch.testing.assert_close(compiled_grads[name], eager_grads[name], rtol=1e-4, atol=1e-5, msg=name)
+
+    dropped = build(tiny_tokenizer, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+    compile_for_training(dropped)
+    torch.manual_seed(3)
+    first = dropped(**batch).loss
+    torch.manual_seed(4)
+    second = dropped(**batch)
+    second.loss.backward()
+    assert torch.isfinite(second.loss) and not torch.equal(first, second.loss)  # other masks, other loss
+    assert all(torch.isfinite(p.grad).all() for p in dropped.parameters() if p.grad is not None)
