@@ -40,7 +40,7 @@ def time_masks(shape, p: float, repeats: int) -> dict[str, float]:
 
     from electra_hf import modeling
 
-    kernel = modeling.sfc64_dropout_bytes
+    kernel = modeling.dropout_kernel()
     variants = {
         "compiled": lambda: modeling.dropout_scale_mask(torch.Size(shape), p),
         "numpy": lambda: modeling.dropout_scale_mask(torch.Size(shape), p),
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from electra_hf import modeling
 
-    if modeling.sfc64_dropout_bytes is None:
+    if modeling.dropout_kernel() is None:
         raise SystemExit("numba is not installed: there is no compiled kernel to compare (pip install numba)")
     modeling.configure_cpu_training()
     started = time.time()

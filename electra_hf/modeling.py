@@ -41,7 +41,6 @@ from transformers.models.electra.modeling_electra import (
 )
 from transformers.utils import ModelOutput
 
-from .cpu_kernels import sfc64_dropout_bytes
 from .configuration import ElectraPretrainingConfig
 
 IGNORE_INDEX = -100
@@ -239,6 +238,24 @@ def _draw_seed() -> torch.Tensor:
 _MASK_CHUNK = 1 << 18
 
 
+_KERNEL_NOT_LOADED = object()
+# `cpu_kernels.sfc64_dropout_bytes`, loaded on the first CPU mask (numba's import takes ~0.3 s, which
+# GPU and inference users need not pay); None where numba is not installed.
+sfc64_dropout_bytes = _KERNEL_NOT_LOADED
+
+
+def dropout_kernel():
+    """The compiled mask kernel, importing numba on first use; None without numba (numpy path)."""
+    global sfc64_dropout_bytes
+    if sfc64_dropout_bytes is _KERNEL_NOT_LOADED:
+        try:
+            from .cpu_kernels import sfc64_dropout_bytes as kernel
+        except ImportError:
+            kernel = None
+        sfc64_dropout_bytes = kernel
+    return sfc64_dropout_bytes
+
+
 def dropout_byte_thresholds(p: float) -> tuple[int, int]:
     """(first-byte threshold k, tie threshold t) for dropping with probability `p` ∈ (0, 1):
     drop iff byte < k, or byte == k and a uniform uint32 < t."""
@@ -263,11 +280,12 @@ def dropout_scale_mask(shape: torch.Size, p: float, dtype: torch.dtype = torch.f
     mask = np.empty(numel, dtype=np_dtype)
     byte_stream = np.random.SFC64(int(seed))
     ties = None
-    if sfc64_dropout_bytes is not None and numel:
+    kernel = dropout_kernel()
+    if kernel is not None and numel:
         state = np.array(byte_stream.state["state"]["state"], dtype=np.uint64)
         # Expected numel/256 ties; a full buffer (never seen in practice) falls back to numpy.
         tie_buffer = np.empty(numel if numel <= 1 << 16 else numel // 64, dtype=np.int64)
-        count = sfc64_dropout_bytes(state, first_byte, scale, mask, tie_buffer)
+        count = kernel(state, first_byte, scale, mask, tie_buffer)
         if count >= 0:
             ties = tie_buffer[:count]
     if ties is None:

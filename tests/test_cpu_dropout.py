@@ -11,7 +11,7 @@ from torch import nn
 from transformers import ElectraConfig
 from transformers.models.electra.modeling_electra import ElectraOutput, ElectraSelfAttention, ElectraSelfOutput
 
-from electra_hf import cpu_kernels, modeling
+from electra_hf import modeling
 from electra_hf.modeling import FastCPUDropout, cpu_dropout, dropout_scale_mask, install_fast_cpu_dropout
 
 
@@ -177,7 +177,7 @@ def test_residual_outputs_drop_then_add_like_transformers(module_class):
     torch.testing.assert_close(fast(inputs, residual), reference(inputs, residual))
 
 
-@pytest.mark.skipif(cpu_kernels.sfc64_dropout_bytes is None, reason="numba is not installed")
+@pytest.mark.skipif(modeling.dropout_kernel() is None, reason="numba is not installed")
 @pytest.mark.parametrize("numel", [1, 7, 8, 1001, modeling._MASK_CHUNK * 2 + 13])
 @pytest.mark.parametrize("p", [0.1, 0.5, 25 / 256])
 def test_compiled_kernel_gives_the_numpy_mask(numel, p, monkeypatch):
@@ -186,13 +186,13 @@ def test_compiled_kernel_gives_the_numpy_mask(numel, p, monkeypatch):
     assert torch.equal(compiled, dropout_scale_mask(torch.Size((numel,)), p, seed=99))
 
 
-@pytest.mark.skipif(cpu_kernels.sfc64_dropout_bytes is None, reason="numba is not installed")
+@pytest.mark.skipif(modeling.dropout_kernel() is None, reason="numba is not installed")
 def test_compiled_kernel_reports_a_full_tie_buffer_and_replays_sfc64():
     state = np.array(np.random.SFC64(5).state["state"]["state"], dtype=np.uint64)
     out = np.empty(4096, dtype=np.float32)
-    assert cpu_kernels.sfc64_dropout_bytes(state.copy(), 25, np.float32(2.0), out, np.empty(1, np.int64)) == -1
+    assert modeling.dropout_kernel()(state.copy(), 25, np.float32(2.0), out, np.empty(1, np.int64)) == -1
     ties = np.empty(4096, dtype=np.int64)
-    count = cpu_kernels.sfc64_dropout_bytes(state, 25, np.float32(2.0), out, ties)
+    count = modeling.dropout_kernel()(state, 25, np.float32(2.0), out, ties)
     first_bytes = np.random.SFC64(5).random_raw(512).view(np.uint8)
     assert np.array_equal(out, np.where(first_bytes > 25, 2.0, 0.0).astype(np.float32))
     assert np.array_equal(ties[:count], np.flatnonzero(first_bytes == 25))
