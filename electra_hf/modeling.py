@@ -434,8 +434,11 @@ class _FastCPUDropoutSelfAttention(ElectraSelfAttention):
 
     With dropout, `scaled_dot_product_attention` on a CPU falls back to its math path anyway
     (matmul, softmax, `bernoulli_` dropout, matmul); this is the same computation with the cheaper
-    dropout (also under torch.compile, through `electra_hf::dropout_mask`). Evaluation, accelerators,
-    returned attention weights and KV caches go to transformers' own forward (sdpa / eager as configured).
+    dropout (also under torch.compile, through `electra_hf::dropout_mask`), one projection for
+    queries, keys and values (the three `nn.Linear` parameters are concatenated per call, so state
+    dicts do not change) and one pass into the head-major layout (`_SplitHeads`). Evaluation,
+    accelerators, returned attention weights and KV caches go to transformers' own forward (sdpa /
+    eager as configured).
     """
 
     def forward(self, hidden_states, attention_mask=None, past_key_values=None, **kwargs):
