@@ -248,10 +248,8 @@ def dropout_kernel():
     """The compiled mask kernel, importing numba on first use; None without numba (numpy path)."""
     global sfc64_dropout_bytes
     if sfc64_dropout_bytes is _KERNEL_NOT_LOADED:
-        try:
-            from .cpu_kernels import sfc64_dropout_bytes as kernel
-        except ImportError:
-            kernel = None
+        from .cpu_kernels import sfc64_dropout_bytes as kernel  # None there when numba is missing
+
         sfc64_dropout_bytes = kernel
     return sfc64_dropout_bytes
 
