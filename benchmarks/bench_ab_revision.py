@@ -12,6 +12,7 @@ writes benchmarks/results/ab_revision.{json,md}.
 
     python benchmarks/bench_ab_revision.py --baseline 95f2103             # ELECTRA-Small, 12 pairs
     python benchmarks/bench_ab_revision.py --baseline HEAD --preset tiny --pairs 4
+    python benchmarks/bench_ab_revision.py --baseline HEAD --compile      # torch.compile vs eager
 """
 
 from __future__ import annotations
@@ -62,9 +63,9 @@ def import_revision(revision: str, into: Path):
     return baseline, commit
 
 
-def build_step(package, config_dict: dict, attn: str):
+def build_step(package, config_dict: dict, attn: str, compile_model: bool = False):
     """electra_hf's step (`library_step`: bench_pretrain_step's `electra_hf` variant without Accelerate),
-    built from the modules of `package`."""
+    built from the modules of `package`; with `compile_model`, through its `compile_for_training`."""
     import torch
 
     modeling = importlib.import_module(f"{package}.modeling")
@@ -75,6 +76,8 @@ def build_step(package, config_dict: dict, attn: str):
     model = modeling.ElectraForRTDPretraining._from_config(config, attn_implementation=attn)
     optimizer = optimization.ElectraAdamW(optimization.parameter_groups(model, 0.01), lr=2e-4, betas=(0.9, 0.999), eps=1e-6)
     scheduler = optimization.build_scheduler("electra", optimizer, 10, 1000)
+    if compile_model:
+        model = modeling.compile_for_training(model)
     model.train()
     return library_step(model, optimizer, scheduler)
 
@@ -88,6 +91,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--vocab_size", type=int, default=30522)
     parser.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
     parser.add_argument("--pairs", type=int, default=12, help="Timed pairs (ABBA order), after 2 warm-up steps each.")
+    parser.add_argument("--compile", action="store_true",
+                        help="Compile the working tree's step (compile_for_training); the baseline stays eager. "
+                             "With --baseline HEAD: torch.compile against eager, same code.")
     parser.add_argument("--out_dir", default=str(RESULTS_DIR))
     parser.add_argument("--name", default="ab_revision")
     args = parser.parse_args(argv)
@@ -104,7 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
         config = build_config(args.preset, args.vocab_size, args.seq_len)
         config_dict = {key: value for key, value in config.to_dict().items()
                        if key not in ("transformers_version", "model_type", "architectures", "auto_map")}
-        steps = {"working tree": build_step("electra_hf", config_dict, args.attn),
+        steps = {"working tree" + (" (compiled)" if args.compile else ""): build_step("electra_hf", config_dict, args.attn, args.compile),
                  f"baseline {commit[:7]}": build_step("electra_hf_baseline", config_dict, args.attn)}
         batches = make_batches(config, args.batch_size, args.seq_len, 4, seed=0)
         for step in steps.values():
@@ -121,11 +127,11 @@ def main(argv: list[str] | None = None) -> dict:
     report = {
         "command": " ".join(["python benchmarks/bench_ab_revision.py", *(sys.argv[1:] if argv is None else argv)]),
         "machine": machine, "baseline_commit": commit, "preset": args.preset, "batch_size": args.batch_size,
-        "seq_len": args.seq_len, "pairs": args.pairs, "step_s": times,
+        "seq_len": args.seq_len, "pairs": args.pairs, "compiled_working_tree": args.compile, "step_s": times,
         "median_ratio_working_tree_to_baseline": statistics.median(ratios), "wall_time_s": round(time.time() - started, 1),
     }
     lines = [
-        f"# electra_hf's pre-training step: working tree vs {commit[:7]} ({args.preset}, batch {args.batch_size} × {args.seq_len}, fp32)",
+        f"# electra_hf's pre-training step: {names[0]} vs {commit[:7]} ({args.preset}, batch {args.batch_size} × {args.seq_len}, fp32)",
         "",
         f"Machine: {machine['cpu_model']}, {machine['usable_cpus']} usable cores, torch {machine['torch']}. "
         f"Command: `{report['command']}` (wall time {report['wall_time_s']:.0f} s). {args.pairs} pairs of steps, "
@@ -136,7 +142,7 @@ def main(argv: list[str] | None = None) -> dict:
     ]
     for name in names:
         lines.append(f"| {name} | {statistics.median(times[name]):.3f} | {min(times[name]):.3f} |")
-    lines += ["", f"Median of the per-pair ratios (working tree / baseline): **{statistics.median(ratios):.3f}**."]
+    lines += ["", f"Median of the per-pair ratios ({names[0]} / baseline): **{statistics.median(ratios):.3f}**."]
     write_report(report, "\n".join(lines) + "\n", args.out_dir, args.name)
     return report
 
