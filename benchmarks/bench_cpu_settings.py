@@ -41,7 +41,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_pretrain_step import RESULTS_DIR, build_config, build_electra_hf, make_batches, write_report  # noqa: E402
+from bench_pretrain_step import (  # noqa: E402  (a sibling script, not a package)
+    RESULTS_DIR,
+    build_config,
+    build_electra_hf,
+    describe_machine,
+    make_batches,
+    write_report,
+)
 
 _RESULT_PREFIX = "CPU_SETTINGS_RESULT "
 _JEMALLOC_NO_DECAY = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
@@ -135,8 +142,6 @@ def main(argv: list[str] | None = None) -> dict:
     if args.child:
         child(args)
         return {}
-    from bench_pretrain_step import describe_machine
-
     import torch
 
     started = time.time()
