@@ -50,7 +50,13 @@ import time
 from pathlib import Path
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-VARIANTS = ("naive", "naive_tuned_alloc", "electra_hf", "compile")
+VARIANTS = ("naive", "naive_tuned_alloc", "electra_hf", "compile", "compile_model", "compile_model_cudagraphs")
+# How each compiled variant calls `compile_for_training`.
+COMPILE_VARIANTS = {
+    "compile": {},  # every layer and embedding block compiled (the default scope)
+    "compile_model": {"scope": "model"},  # the whole model as one graph (forward + backward)
+    "compile_model_cudagraphs": {"scope": "model", "mode": "reduce-overhead"},  # ... replayed as CUDA graphs
+}
 IGNORE_INDEX = -100
 # Special token ids of the BERT uncased vocabulary (the collator only needs these and the size).
 PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = 0, 100, 101, 102, 103
@@ -119,6 +125,28 @@ def measure_gemm(device: str, dtype_name: str, size: int, repeats: int = 3) -> l
         sync(device)
         values.append(2 * size**3 / (time.perf_counter() - start))
     return values
+
+
+# NVIDIA datasheet peaks in TFLOP/s, dense (no 2:4 sparsity): "fp32" on the CUDA cores (this benchmark
+# turns TF32 off: fp32 means fp32), "bf16" on the tensor cores. The denominator of the usual MFU.
+DATASHEET_PEAK_TFLOPS = (
+    # (substrings all in torch's device name, {precision: TFLOP/s}, datasheet name)
+    (("H200",), {"fp32": 66.9, "bf16": 989.4}, "H200 SXM"),
+    (("H100", "PCIe"), {"fp32": 51.2, "bf16": 756.0}, "H100 PCIe"),
+    (("H100", "NVL"), {"fp32": 60.0, "bf16": 835.0}, "H100 NVL"),
+    (("H100",), {"fp32": 66.9, "bf16": 989.4}, "H100 SXM"),
+    (("A100",), {"fp32": 19.5, "bf16": 312.0}, "A100"),
+)
+# NVIDIA DeepLearningExamples, ELECTRA-Base pre-training throughput on one A100 (AMP, sequence 128).
+NVIDIA_ELECTRA_BASE_A100_SEQ_PER_S = 955.0
+
+
+def datasheet_peak(gpu_name: str | None) -> tuple[dict | None, str | None]:
+    """The datasheet peaks (TFLOP/s per precision) of a GPU from its torch name, or (None, None)."""
+    for needles, peaks, label in DATASHEET_PEAK_TFLOPS:
+        if gpu_name and all(needle in gpu_name for needle in needles):
+            return peaks, label
+    return None, None
 
 
 def write_report(report: dict, table: str, out_dir: str | Path, name: str) -> None:
@@ -277,8 +305,9 @@ def build_naive(config, device: str, precision: str, attn: str, lr: float, total
 
 
 def build_electra_hf(config, device: str, precision: str, attn: str, lr: float, total_steps: int, warmup: int,
-                     compile_model: bool):
-    """The library's step, as train_pretrain.py runs it."""
+                     compile_model: bool | dict):
+    """The library's step, as train_pretrain.py runs it. `compile_model`: False, True (default
+    `compile_for_training`) or that function's keyword arguments."""
     import torch
     from accelerate import Accelerator
 
@@ -290,8 +319,8 @@ def build_electra_hf(config, device: str, precision: str, attn: str, lr: float, 
     optimizer = ElectraAdamW(parameter_groups(model, 0.01), lr=lr, betas=(0.9, 0.999), eps=1e-6)
     scheduler = build_scheduler("electra", optimizer, warmup, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
-    if compile_model:
-        model = compile_for_training(model)
+    if compile_model is not False:
+        model = compile_for_training(model, **(compile_model if isinstance(compile_model, dict) else {}))
     model.train()
     return library_step(model, optimizer, scheduler, accelerator.backward, accelerator.clip_grad_norm_, accelerator.device)
 
@@ -337,6 +366,33 @@ def worker(conn, spec: dict) -> None:
 
         configure_cpu_training()
     baseline_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    try:
+        run, spec_losses = _build_and_warm_up(conn, spec, device)
+    except Exception:  # noqa: BLE001 -- the parent reports the variant as failed and goes on
+        import traceback
+
+        conn.send({"error": traceback.format_exc()})
+        conn.close()
+        return
+    while True:
+        command, arg = conn.recv()
+        if command == "run":
+            conn.send(run(arg))
+        elif command == "stats":
+            stats = {"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                     "baseline_rss_bytes": baseline_rss, "losses": spec_losses}
+            if device == "cuda":
+                stats["cuda_max_allocated_bytes"] = torch.cuda.max_memory_allocated()
+            stats["masked_per_step"] = run.masked_per_step
+            conn.send(stats)
+        else:
+            conn.close()
+            return
+
+
+def _build_and_warm_up(conn, spec: dict, device: str):
+    import torch
+
     config = build_config(spec["preset"], spec["vocab_size"], spec["seq_len"])
     batches = make_batches(config, spec["batch_size"], spec["seq_len"], spec["num_batches"], spec["seed"])
     batches = [{k: v.to(device) for k, v in b.items()} for b in batches]
@@ -346,13 +402,25 @@ def worker(conn, spec: dict) -> None:
     if spec["variant"].startswith("naive"):
         step = build_naive(**common)
     else:
-        step = build_electra_hf(**common, compile_model=spec["variant"] == "compile")
+        step = build_electra_hf(**common, compile_model=COMPILE_VARIANTS.get(spec["variant"], False))
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     counter = 0
 
     def run(n: int) -> list[float]:
         nonlocal counter
+        if device == "cuda":
+            # Pipelined, as a training loop runs: the host queues step after step and waits once, at
+            # the end (a sync after every step would leave the GPU idle while the host launches the
+            # next step's first kernels). Each step gets the mean.
+            sync(device)
+            start = time.perf_counter()
+            for _ in range(n):
+                loss = step(batches[counter % len(batches)])
+                counter += 1
+            sync(device)
+            spec_losses.append(float(loss.detach()))
+            return [(time.perf_counter() - start) / n] * n
         times = []
         for _ in range(n):
             batch = batches[counter % len(batches)]
@@ -366,33 +434,40 @@ def worker(conn, spec: dict) -> None:
         return times
 
     spec_losses: list[float] = []
+    masked = [int((b["labels"] != IGNORE_INDEX).sum()) for b in batches]
+    run.masked_per_step = sum(masked) / len(masked)
     start = time.perf_counter()
     warmup_times = run(spec["warmup"])
     conn.send({"ready": True, "warmup_s": time.perf_counter() - start, "warmup_step_s": warmup_times})
-    while True:
-        command, arg = conn.recv()
-        if command == "run":
-            conn.send(run(arg))
-        elif command == "stats":
-            stats = {"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-                     "baseline_rss_bytes": baseline_rss, "losses": spec_losses}
-            if device == "cuda":
-                stats["cuda_max_allocated_bytes"] = torch.cuda.max_memory_allocated()
-            masked = [int((b["labels"] != IGNORE_INDEX).sum()) for b in batches]
-            stats["masked_per_step"] = sum(masked) / len(masked)
-            conn.send(stats)
-        else:
-            conn.close()
-            return
+    return run, spec_losses
 
 
 # --------------------------------------------------------------------------------------------
 # Orchestration
 # --------------------------------------------------------------------------------------------
-def run_case(args, preset: str, precision: str, variants: list[str], gemm_log: list, device: str) -> dict:
+def gemm_dtype(precision: str) -> str:
+    """The dense GEMM a precision's steps are compared with: fp32 steps with fp32 `torch.mm`, bf16
+    (autocast) steps with bf16 `torch.mm`, the rate their matmuls run at."""
+    return "float32" if precision == "fp32" else "bfloat16"
+
+
+def gemm_size(device: str, dtype: str, size: int) -> int:
+    """n of the n×n GEMM: bf16 on a CPU without native bf16 runs at a few GFLOP/s, so it gets at most 2048."""
+    return min(size, 2048) if device == "cpu" and dtype == "bfloat16" else size
+
+
+def default_steps(device: str, preset: str) -> int:
+    """Timed steps per variant and round: a CPU step of ELECTRA-Small takes seconds, a GPU step milliseconds."""
+    if device == "cuda":
+        return 20
+    return 2 if preset not in ("tiny", "mini") else 10
+
+
+def run_case(args, preset: str, precision: str, variants: list[str], gemm_log: dict, device: str) -> dict:
     context = mp.get_context("spawn")
-    steps = args.steps if args.steps is not None else (2 if preset not in ("tiny", "mini") else 10)
-    workers, info = {}, {}
+    steps = args.steps if args.steps is not None else default_steps(device, preset)
+    dtype = gemm_dtype(precision)
+    workers, info, failed = {}, {}, {}
     for variant in variants:
         spec = dict(variant=variant, preset=preset, precision=precision, device=device, attn=args.attn,
                     threads=args.threads, vocab_size=args.vocab_size, seq_len=args.seq_len,
@@ -402,28 +477,38 @@ def run_case(args, preset: str, precision: str, variants: list[str], gemm_log: l
         process.start()
         child.close()
         print(f"[{preset} {precision}] building and warming up {variant} ...", flush=True)
-        ready = parent.recv()  # sequential warm-ups: the variants never compete for the cores
+        try:
+            ready = parent.recv()  # sequential warm-ups: the variants never compete for the cores
+        except EOFError:  # the process died without a word (killed, out of memory, a crash in C++)
+            process.join(timeout=60)
+            ready = {"error": f"the {variant} process exited with code {process.exitcode} while building or warming up"}
+        if "error" in ready:
+            print(f"[{preset} {precision}] {variant} failed; going on without it:\n{ready['error']}", flush=True)
+            failed[variant] = ready["error"]
+            process.join(timeout=60)
+            continue
         info[variant] = {"warmup_s": round(ready["warmup_s"], 2), "warmup_step_s": [round(t, 3) for t in ready["warmup_step_s"]]}
         workers[variant] = (process, parent)
+    variants = [v for v in variants if v in workers]
     times = {v: [] for v in variants}
     # A GEMM sample right before and right after each variant's steps: shared, virtualised machines
     # switch between throughput states (e.g. a busy sibling hyper-thread), so the fraction of GEMM
     # throughput is computed per round against the GEMM the machine delivered at that moment.
     paired = {v: [] for v in variants}
-    for round_index in range(args.rounds):
+    for round_index in range(args.rounds if variants else 0):
         order = variants[round_index % len(variants):] + variants[: round_index % len(variants)]
         for variant in order:
-            before = measure_gemm(device, "float32", args.gemm_size, repeats=1)
+            before = measure_gemm(device, dtype, gemm_size(device, dtype, args.gemm_size), repeats=1)
             workers[variant][1].send(("run", steps))
             round_times = workers[variant][1].recv()
-            after = measure_gemm(device, "float32", args.gemm_size, repeats=1)
+            after = measure_gemm(device, dtype, gemm_size(device, dtype, args.gemm_size), repeats=1)
             times[variant] += round_times
-            gemm_log += before + after
+            gemm_log.setdefault(dtype, []).extend(before + after)
             paired[variant].append({"step_s_median": statistics.median(round_times),
                                     "gemm_flops": statistics.mean(before + after)})
         print(f"[{preset} {precision}] round {round_index + 1}/{args.rounds}: "
               + ", ".join(f"{v} {statistics.median(times[v][-steps:]):.3f}s" for v in variants)
-              + f"; GEMM {statistics.median(gemm_log[-2 * len(variants):]) / 1e9:.0f} GFLOP/s", flush=True)
+              + f"; {dtype} GEMM {statistics.median(gemm_log[dtype][-2 * len(variants):]) / 1e9:.0f} GFLOP/s", flush=True)
     for variant, (process, conn) in workers.items():
         conn.send(("stats", None))
         info[variant].update(conn.recv())
@@ -431,10 +516,10 @@ def run_case(args, preset: str, precision: str, variants: list[str], gemm_log: l
         process.join(timeout=60)
         info[variant]["step_s"] = [round(t, 4) for t in times[variant]]
         info[variant]["rounds"] = paired[variant]
-    return {"preset": preset, "precision": precision, "steps_per_round": steps, "variants": info}
+    return {"preset": preset, "precision": precision, "steps_per_round": steps, "variants": info, "failed": failed}
 
 
-def summarise(case: dict, config, args, gemm_best: float) -> list[dict]:
+def summarise(case: dict, config, args, gemm_best: float, datasheet_peak: dict | None = None) -> list[dict]:
     tokens = args.batch_size * args.seq_len
     rows = []
     naive_median = None
@@ -457,6 +542,7 @@ def summarise(case: dict, config, args, gemm_best: float) -> list[dict]:
             "fraction_of_gemm_paired": statistics.median(
                 flops["total"] / r["step_s_median"] / r["gemm_flops"] for r in data["rounds"]),
             "fraction_of_gemm_best": flops["total"] / best / gemm_best,
+            "gemm_dtype": gemm_dtype(case["precision"]),
             "gemm_gflops_around_rounds": [round(r["gemm_flops"] / 1e9, 1) for r in data["rounds"]],
             "peak_rss_gb": data["peak_rss_bytes"] / 1e9,
             "warmup_s": data["warmup_s"],
@@ -464,6 +550,10 @@ def summarise(case: dict, config, args, gemm_best: float) -> list[dict]:
         }
         if "cuda_max_allocated_bytes" in data:
             row["cuda_max_allocated_gb"] = data["cuda_max_allocated_bytes"] / 1e9
+        if datasheet_peak is not None:
+            row["datasheet_peak_tflops"] = datasheet_peak[case["precision"]]
+            row["mfu_datasheet"] = flops["total"] / median / (datasheet_peak[case["precision"]] * 1e12)
+        row["sequences_per_s_median"] = args.batch_size / median
         if variant == "naive":
             naive_median = median
         rows.append(row)
@@ -495,17 +585,39 @@ def markdown(report: dict) -> str:
         + (f" One bf16-autocast step of electra_hf: {report['bf16']['probe_step_s']:.2f} s vs {report['bf16']['probe_fp32_step_s']:.2f} s fp32."
            if report["bf16"].get("probe_step_s") else ""),
         "",
-        "| preset | precision | variant | tokens/s (median) | tokens/s range | step s (median) | × naive | useful GFLOP/s (median) | % of GEMM: paired (best/best) | peak memory GB |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    sheet = report.get("datasheet_peak")
+    if gemm.get("bf16_samples_gflops") and m["device"] == "cuda":
+        lines[-2] += (f" Dense bf16 GEMM: best {max(gemm['bf16_samples_gflops']) / 1e3:.0f} TFLOP/s over "
+                      f"{len(gemm['bf16_samples_gflops'])} samples (the denominator of bf16 rows' % of GEMM).")
+    if sheet:
+        lines[-2] += (f" Datasheet peaks ({sheet['gpu']}, dense): fp32 {sheet['tflops']['fp32']} TFLOP/s, "
+                      f"bf16 {sheet['tflops']['bf16']} TFLOP/s (the denominator of MFU).")
+    mfu = any("mfu_datasheet" in r for r in report["results"])
+    step_unit, step_scale = ("ms", 1e3) if m["device"] == "cuda" else ("s", 1.0)
+    lines += [
+        "",
+        f"| preset | precision | variant | tokens/s (median) | tokens/s range | step {step_unit} (median) | × naive | useful GFLOP/s (median) | % of GEMM: paired (best/best) |"
+        + (" MFU (datasheet) |" if mfu else "") + " peak memory GB |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if mfu else "") + "---:|",
     ]
     for r in report["results"]:
         memory = r.get("cuda_max_allocated_gb", r["peak_rss_gb"])
+        step = f"{r['step_s_median'] * step_scale:.{1 if step_unit == 'ms' else 3}f}"
         lines.append(
             f"| {r['preset']} | {r['precision']} | {r['variant']} | {r['tokens_per_s_median']:,.0f} | "
-            f"{r['tokens_per_s_worst']:,.0f}–{r['tokens_per_s_best']:,.0f} | {r['step_s_median']:.3f} | "
+            f"{r['tokens_per_s_worst']:,.0f}–{r['tokens_per_s_best']:,.0f} | {step} | "
             f"{'—' if r['speedup_vs_naive'] is None else format(r['speedup_vs_naive'], '.2f')} | {r['useful_gflops_median']:.1f} | "
-            f"{100 * r['fraction_of_gemm_paired']:.1f}% ({100 * r['fraction_of_gemm_best']:.1f}%) | {memory:.2f} |"
+            f"{100 * r['fraction_of_gemm_paired']:.1f}% ({100 * r['fraction_of_gemm_best']:.1f}%) |"
+            + (f" {100 * r['mfu_datasheet']:.1f}% |" if mfu else "") + f" {memory:.2f} |"
         )
+    lines += nvidia_comparison(report)
+    if report.get("note"):
+        lines += ["", f"Note: {report['note']}"]
+    for case in report["raw"]:
+        for variant, error in case.get("failed", {}).items():
+            lines += ["", f"{case['preset']} {case['precision']} {variant} failed to build or warm up: "
+                      f"`{error.strip().splitlines()[-1][:300]}` (the whole traceback is in the JSON)."]
     lines += [
         "",
         "Useful FLOPs per step are the same for every variant (the naive one computes vocabulary logits at every "
@@ -514,12 +626,34 @@ def markdown(report: dict) -> str:
         "useful FLOP/s of each round's median step / the GEMM FLOP/s measured just before and after those steps, "
         "median over rounds (a shared virtual machine switches between throughput states, see the GEMM samples); "
         "in parentheses: the best step against the best GEMM sample of the run. "
-        "Peak memory: " + ("`torch.cuda.max_memory_allocated`" if m["device"] == "cuda" else
+        "Peak memory: " + ("`torch.cuda.max_memory_allocated`." if m["device"] == "cuda" else
                            "RSS high-water mark of the variant's own process (model, optimizer state, activations, Python, libraries).")
         + f" Timed steps per variant: {report['results'][0]['timed_steps'] if report['results'] else 0}, in "
         f"{report['rounds']} interleaved rounds after {report['warmup']} warm-up steps.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def nvidia_comparison(report: dict) -> list[str]:
+    """Lines comparing electra_hf's ELECTRA-Base bf16 sequences/s with NVIDIA's published A100 figure."""
+    # Only variants whose training was checked on a GPU: the whole-model compile gave all-zero
+    # gradients on CUDA with torch 2.11 (see benchmarks/results/gpu_summary.md).
+    rows = [r for r in report["results"] if r["preset"] == "base" and r["precision"] == "bf16"
+            and r["variant"] in ("electra_hf", "compile")]
+    if report["machine"]["device"] != "cuda" or not rows:
+        return []
+    best = max(rows, key=lambda r: r["sequences_per_s_median"])
+    ratio = best["sequences_per_s_median"] / NVIDIA_ELECTRA_BASE_A100_SEQ_PER_S
+    text = (f"ELECTRA-Base, bf16, batch {report['batch_size']}: electra_hf ({best['variant']}) trains "
+            f"{best['sequences_per_s_median']:,.0f} sequences/s on this {report['machine']['gpu']}; NVIDIA publishes "
+            f"{NVIDIA_ELECTRA_BASE_A100_SEQ_PER_S:.0f} sequences/s on one A100 (AMP, sequence 128): {ratio:.2f}×")
+    sheet = report.get("datasheet_peak")
+    if sheet:
+        a100 = dict((label, peaks) for _, peaks, label in DATASHEET_PEAK_TFLOPS)["A100"]["bf16"]
+        per_peak = ratio * a100 / sheet["tflops"]["bf16"]
+        text += (f", or {per_peak:.2f}× per datasheet bf16 FLOP/s ({sheet['gpu']} {sheet['tflops']['bf16']:.0f} vs "
+                 f"A100 {a100:.0f} TFLOP/s)")
+    return ["", text + "."]
 
 
 def parse_args(argv):
@@ -562,28 +696,30 @@ def main(argv: list[str] | None = None) -> dict:
     _, flags = cpu_model_and_flags()
 
     gemm_fp32 = measure_gemm(device, "float32", args.gemm_size)
-    gemm_bf16 = measure_gemm(device, "bfloat16", min(args.gemm_size, 2048) if device == "cpu" else args.gemm_size, repeats=2)
+    gemm_bf16 = measure_gemm(device, "bfloat16", gemm_size(device, "bfloat16", args.gemm_size), repeats=2)
     native_bf16, reason = bf16_support(device, flags, max(gemm_fp32), max(gemm_bf16))
     precisions = args.precisions or (["fp32", "bf16"] if native_bf16 else ["fp32"])
     bf16 = {"native": native_bf16, "reason": reason, "gemm_bf16_best_gflops": max(gemm_bf16) / 1e9}
     print(f"machine: {machine}\nbf16: {reason}", flush=True)
 
-    gemm_log = list(gemm_fp32)
+    gemm_log = {"float32": list(gemm_fp32), "bfloat16": list(gemm_bf16)}
+    peaks, peaks_label = datasheet_peak(machine.get("gpu"))
     results, cases = [], []
     for preset in args.presets:
         config = build_config(preset, args.vocab_size, args.seq_len)
         for precision in precisions:
             case = run_case(args, preset, precision, list(args.variants), gemm_log, device)
             cases.append(case)
-    gemm_peak, gemm_median = max(gemm_log), statistics.median(gemm_log)
+    gemm_peak, gemm_median = max(gemm_log["float32"]), statistics.median(gemm_log["float32"])
     for case in cases:
-        results += summarise(case, build_config(case["preset"], args.vocab_size, args.seq_len), args, gemm_peak)
+        results += summarise(case, build_config(case["preset"], args.vocab_size, args.seq_len), args,
+                             max(gemm_log[gemm_dtype(case["precision"])]), peaks)
 
     if args.bf16_probe and not native_bf16:
         probe_args = argparse.Namespace(**{**vars(args), "rounds": 1, "steps": 1, "warmup": 1})
         preset = args.presets[-1]
         fp32_case = next(c for c in cases if c["preset"] == preset and c["precision"] == "fp32")
-        probe = run_case(probe_args, preset, "bf16", ["electra_hf"], [], device)
+        probe = run_case(probe_args, preset, "bf16", ["electra_hf"], {}, device)
         bf16.update(probe_preset=preset, probe_step_s=probe["variants"]["electra_hf"]["step_s"][0],
                     probe_fp32_step_s=statistics.median(fp32_case["variants"]["electra_hf"]["step_s"]))
 
@@ -592,8 +728,10 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": machine,
         "batch_size": args.batch_size, "seq_len": args.seq_len, "vocab_size": args.vocab_size, "attn": args.attn,
         "warmup": args.warmup, "rounds": args.rounds,
-        "gemm": {"size": args.gemm_size, "fp32_samples_gflops": [round(v / 1e9, 1) for v in gemm_log],
-                 "fp32_best_gflops": gemm_peak / 1e9, "fp32_median_gflops": gemm_median / 1e9},
+        "gemm": {"size": args.gemm_size, "fp32_samples_gflops": [round(v / 1e9, 1) for v in gemm_log["float32"]],
+                 "fp32_best_gflops": gemm_peak / 1e9, "fp32_median_gflops": gemm_median / 1e9,
+                 "bf16_samples_gflops": [round(v / 1e9, 1) for v in gemm_log["bfloat16"]]},
+        "datasheet_peak": {"gpu": peaks_label, "tflops": peaks} if peaks else None,
         "bf16": bf16,
         "results": results,
         "raw": cases,

@@ -184,13 +184,15 @@ class _CrossEntropyWithProbabilities(torch.autograd.Function):
         probabilities = log_probs.exp_()  # log_probs is not needed any more
         ctx.save_for_backward(probabilities, targets)
         ctx.mark_non_differentiable(probabilities)
-        ctx.set_materialize_grads(False)
+        # No (N, V) zero gradient for the non-differentiable probabilities (eager autograd). Not
+        # `set_materialize_grads(False)`: torch.compile traces the backward assuming materialised
+        # gradients, and with it a whole-model compile on CUDA (torch 2.11) gave all-zero gradients.
+        if not torch.compiler.is_compiling():  # Dynamo does not trace this private flag
+            ctx._materialize_non_diff_grads = False
         return losses, probabilities
 
     @staticmethod
     def backward(ctx, grad_losses, grad_probabilities):
-        if grad_losses is None:
-            return None, None
         probabilities, targets = ctx.saved_tensors
         # d loss_i / d logits_i = softmax_i - onehot(target_i): one pass over (N, V).
         grad_logits = probabilities * grad_losses.unsqueeze(1)
@@ -593,12 +595,13 @@ class ElectraForRTDPretraining(PreTrainedModel):
         Args:
             input_ids `(B, T)`: the generator's input (masked by the collator).
             labels `(B, T)`: original token ids at the selected positions, -100 elsewhere.
-            attention_mask `(B, T)`: 1 for real tokens, 0 for padding (default: all 1).
+            attention_mask `(B, T)`: 1 for real tokens, 0 for padding. None: no padding (every token
+                attends to every token). The encoders then build no mask, which on an accelerator also
+                spares transformers' host-side check that a given mask is all ones (a device sync per
+                encoder) and lets sdpa use its flash kernels.
             token_type_ids `(B, T)`: segment ids (default: all 0).
         """
         config = self.config
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
         masked = labels != IGNORE_INDEX
         original_ids = torch.where(masked, labels, input_ids)
         positions, weights = select_masked_positions(masked, config.max_predictions_per_seq)
@@ -652,7 +655,7 @@ class ElectraForRTDPretraining(PreTrainedModel):
         token_bce = F.binary_cross_entropy_with_logits(
             discriminator_logits.float(), replaced.float(), reduction="none"
         )
-        discriminator_loss = masked_mean(token_bce, attention_mask)
+        discriminator_loss = token_bce.mean() if attention_mask is None else masked_mean(token_bce, attention_mask)
 
         loss = config.generator_loss_weight * generator_loss + config.discriminator_loss_weight * discriminator_loss
         output = ElectraPretrainingOutput(
@@ -684,11 +687,11 @@ class ElectraForRTDPretraining(PreTrainedModel):
 
 
 def discriminator_metrics(
-    logits: torch.Tensor, replaced: torch.Tensor, attention_mask: torch.Tensor
+    logits: torch.Tensor, replaced: torch.Tensor, attention_mask: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Accuracy over non-pad tokens, and precision/recall of the "replaced" class. `(B, T)` inputs."""
     with torch.no_grad():
-        valid = attention_mask.bool()
+        valid = torch.ones_like(replaced, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
         predicted = (logits > 0) & valid
         actual = replaced.bool() & valid
         true_positive = (predicted & actual).sum().float()

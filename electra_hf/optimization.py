@@ -73,9 +73,11 @@ class ElectraAdamW(Optimizer):
             parameter, instead of ~8 foreach passes and ~3 small ops per parameter on a CPU,
             where foreach falls back to per-tensor loops). It computes the same update up to
             floating-point rounding (≤ 1 ulp per step); without bias correction it is given
-            an infinite step count, which makes both correction factors exactly 1. None (default)
-            = on CPU parameters when ``foreach`` is None. True also accepts CUDA parameters without
-            bias correction (the per-parameter step counts stay on the CPU).
+            an infinite step count, which makes both correction factors exactly 1. True accepts
+            CPU parameters, and CUDA parameters without bias correction (the per-parameter step
+            counts stay on the CPU). None (default) = fused wherever True is accepted, unless
+            ``foreach`` is set; on CUDA that is a handful of kernel launches per step instead of
+            ~10 multi-tensor passes (the step is launch-bound for small models).
     """
 
     def __init__(
@@ -169,8 +171,9 @@ class ElectraAdamW(Optimizer):
             return False
         devices = {p.device.type for p in params}
         floating = all(p.dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16) for p in params)
-        if fused is None:  # automatic: the CPU, where foreach falls back to per-tensor loops
-            return hasattr(torch, "_fused_adamw_") and floating and devices == {"cpu"}
+        if fused is None:  # automatic: the CPU, where foreach falls back to per-tensor loops, and CUDA
+            return hasattr(torch, "_fused_adamw_") and floating and (
+                devices == {"cpu"} or (devices == {"cuda"} and not group["bias_correction"]))
         if not (hasattr(torch, "_fused_adamw_") and floating
                 and (devices == {"cpu"} or (devices == {"cuda"} and not group["bias_correction"]))):
             raise RuntimeError(

@@ -237,6 +237,8 @@ def build_accelerator(train_args, **accelerator_kwargs):
     if use_cpu and distributed and not any(isinstance(h, InitProcessGroupKwargs) for h in handlers):
         handlers.append(InitProcessGroupKwargs(backend="gloo"))
     use_deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
+    if not distributed:
+        _forget_other_precision(mixed_precision)
     accelerator = Accelerator(
         cpu=use_cpu and not use_deepspeed,
         gradient_accumulation_steps=train_args.gradient_accumulation_steps,
@@ -248,6 +250,16 @@ def build_accelerator(train_args, **accelerator_kwargs):
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         configure_deepspeed(accelerator, train_args, use_cpu)
     return accelerator
+
+
+def _forget_other_precision(mixed_precision: str) -> None:
+    """Accelerate keeps one process-wide state and refuses an `Accelerator` whose mixed precision
+    differs from the first one's. A second run in the same single process (a notebook, a test, a
+    sweep calling `main()` twice) with another precision starts from a fresh state instead."""
+    from accelerate.state import AcceleratorState
+
+    if AcceleratorState._shared_state and AcceleratorState().mixed_precision != mixed_precision:
+        AcceleratorState._reset_state(reset_partial_state=True)
 
 
 def check_distributed_setup(accelerator) -> None:

@@ -712,6 +712,20 @@ def test_launches_that_would_not_train_together_are_refused(monkeypatch):
         training.check_distributed_setup(SimpleNamespace(distributed_type=DistributedType.MULTI_CPU))
 
 
+def test_a_second_run_in_one_process_may_use_another_precision(monkeypatch):
+    """Accelerate's process-wide state refuses a second Accelerator with another mixed precision;
+    build_accelerator starts a single-process run from a fresh state instead (main() called twice)."""
+    from types import SimpleNamespace
+
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "1")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    args = lambda precision: SimpleNamespace(mixed_precision=precision, gradient_accumulation_steps=1,  # noqa: E731
+                                             per_device_train_batch_size=2, max_grad_norm=1.0, allow_slow_bf16=True)
+    assert training.build_accelerator(args("no")).mixed_precision == "no"
+    assert training.build_accelerator(args("bf16")).mixed_precision == "bf16"
+    assert training.build_accelerator(args("no")).mixed_precision == "no"
+
+
 @pytest.mark.multiprocess
 @pytest.mark.slow
 def test_impossible_launches_are_refused_before_training(corpus, tmp_path):

@@ -189,6 +189,28 @@ def test_padding_does_not_change_losses(tiny_tokenizer):
     torch.testing.assert_close(a.discriminator_loss, b.discriminator_loss, rtol=1e-5, atol=1e-5)
 
 
+def test_no_attention_mask_means_no_padding(tiny_tokenizer):
+    """attention_mask=None (what a packed batch may send, so that no encoder checks a mask on the
+    host) gives the losses and metrics of an all-ones mask, and the encoders get no mask at all."""
+    model = build(tiny_tokenizer).eval()
+    collator = DataCollatorForElectra(tiny_tokenizer, seed=0, mask_prob=0.3)
+    batch = collator(tokenize_sentences(tiny_tokenizer)[:1])  # one row: no padding
+    assert bool(batch["attention_mask"].all())
+    seen = []
+    hook = model.discriminator.electra.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs.get("attention_mask")), with_kwargs=True)
+    outputs = []
+    for mask in (batch["attention_mask"], None):
+        torch.manual_seed(2)
+        outputs.append(model(**{**batch, "attention_mask": mask}))
+    hook.remove()
+    assert seen[0] is not None and seen[1] is None
+    for name in ("loss", "generator_loss", "discriminator_loss", "discriminator_accuracy",
+                 "discriminator_precision", "discriminator_recall"):
+        torch.testing.assert_close(getattr(outputs[1], name), getattr(outputs[0], name), rtol=1e-6, atol=1e-6)
+    assert torch.equal(outputs[1].discriminator_input_ids, outputs[0].discriminator_input_ids)
+
+
 def test_gumbel_sampling_follows_the_distribution():
     torch.manual_seed(0)
     logits = torch.log(torch.tensor([0.7, 0.2, 0.1])).expand(20000, 3)

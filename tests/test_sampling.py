@@ -83,6 +83,32 @@ def test_cross_entropy_with_probabilities_matches_torch():
     torch.testing.assert_close(logits.grad, reference_logits.grad, rtol=1e-5, atol=1e-7)
 
 
+def test_cross_entropy_with_probabilities_under_torch_compile():
+    """Traced by torch.compile as one graph (fullgraph), with the eager loss and gradient: a whole-model
+    compile must not graph-break here or lose the gradient (with `set_materialize_grads(False)` a
+    whole-model compile on CUDA gave all-zero gradients)."""
+    torch.manual_seed(0)
+    logits = torch.randn(12, 300, requires_grad=True)
+    targets = torch.randint(0, 300, (12,))
+
+    def mean_loss(x):
+        losses, probabilities = cross_entropy_with_probabilities(x, targets)
+        return losses.mean(), probabilities
+
+    results = []
+    for fn in (mean_loss, torch.compile(mean_loss, fullgraph=True, dynamic=False)):
+        logits.grad = None
+        loss, probabilities = fn(logits)
+        loss.backward()
+        results.append((loss.detach(), probabilities, logits.grad.clone()))
+    expected = torch.nn.functional.cross_entropy(logits, targets)
+    (expected_grad,) = torch.autograd.grad(expected, logits)
+    for loss, probabilities, grad in results:
+        torch.testing.assert_close(loss, expected.detach())
+        torch.testing.assert_close(grad, expected_grad)
+        torch.testing.assert_close(probabilities, logits.detach().softmax(-1))
+
+
 def test_cross_entropy_with_probabilities_gradient_is_exact_in_double():
     torch.manual_seed(1)
     logits = torch.randn(4, 9, dtype=torch.float64, requires_grad=True)

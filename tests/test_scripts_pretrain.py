@@ -157,8 +157,14 @@ def test_bad_inputs_are_clear_errors(corpus, tmp_path, monkeypatch):
     ElectraPretrainingConfig.from_preset("tiny", vocab_size=123).save_pretrained(tmp_path / "cfg")
     with pytest.raises(ValueError, match="vocab_size 123"):
         train_pretrain.main(tiny_args(corpus, tmp_path / "e", cache, "--max_train_steps", "2", "--config_name_or_path", str(tmp_path / "cfg")))
-    with pytest.raises(ValueError, match="no AVX512-BF16"):
-        train_pretrain.main(tiny_args(corpus, tmp_path / "f", cache, "--max_train_steps", "2", "--mixed_precision", "bf16"))
+    bf16_args = tiny_args(corpus, tmp_path / "f", cache, "--max_train_steps", "2", "--mixed_precision", "bf16")
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():  # a GPU machine: bf16 is the fast path
+        assert train_pretrain.main(bf16_args)["completed_steps"] == 2
+    else:
+        with pytest.raises(ValueError, match="no AVX512-BF16"):
+            train_pretrain.main(bf16_args)
+    with pytest.raises(ValueError, match="--torch_compile_scope must be"):
+        train_pretrain.main(tiny_args(corpus, tmp_path / "h", cache, "--torch_compile", "--torch_compile_scope", "everything"))
     with pytest.raises(ValueError, match="hub_model_id"):
         train_pretrain.main(tiny_args(corpus, tmp_path / "g", cache, "--max_train_steps", "2", "--push_to_hub"))
 

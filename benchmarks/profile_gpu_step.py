@@ -1,0 +1,218 @@
+"""Where one electra_hf pre-training step spends its time on a GPU.
+
+For one preset, precision and batch size, on the step bench_pretrain_step.py times (`library_step`:
+forward, backward, clipping, ElectraAdamW, schedule, metric bookkeeping):
+
+1. host syncs: `torch.cuda.set_sync_debug_mode("warn")` during one step, each with the line of
+   electra_hf / transformers / torch code that caused it;
+2. step time two ways: synchronised after every step (the benchmark's way) and pipelined (20 steps,
+   one sync at the end; what a training loop without per-step `.item()` gets);
+3. torch.profiler over 3 steps: CUDA kernels per step, summed kernel time per step against the
+   step's wall time (the GPU's busy share; the rest is the host launching work), the kernels and the
+   host-side ops that take longest;
+4. the same with the batch's `attention_mask` removed (packed batches have no padding), to show what
+   the mask costs.
+
+    python benchmarks/profile_gpu_step.py --preset small --precision bf16 --batch_size 32
+    python benchmarks/profile_gpu_step.py --preset base --precision bf16 --batch_size 128 --compile compile_model
+
+Writes benchmarks/results/gpu_step_profile_<preset>_<precision>_b<batch>[_<compile variant>].{json,md}.
+Needs a CUDA device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import sys
+import time
+import traceback
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_pretrain_step as bench  # noqa: E402
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+ANNOTATION = re.compile(r"^[\w.]+#")  # e.g. "Optimizer.step#ElectraAdamW.step"; kernels read "void f<...>(...)"
+
+
+def sync_sites(step, batch) -> list[dict]:
+    """Run one step with CUDA sync warnings on; return each sync with the code line that caused it."""
+    import torch
+
+    found = []
+
+    def record(message, category, filename, lineno, file=None, line=None):
+        if "prototype feature" in str(message):  # set_sync_debug_mode's own warning, not a sync
+            return
+        frames = [f for f in traceback.extract_stack()[:-1]
+                  if not f.filename.endswith(("warnings.py", "profile_gpu_step.py"))]
+        ours = [f for f in frames if any(k in f.filename for k in ("electra_hf", "transformers", "accelerate", "torch"))]
+        site = ours[-1] if ours else (frames[-1] if frames else None)
+        caller = [f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in (ours or frames)[-4:]]
+        found.append({"message": str(message)[:200], "site": f"{site.filename}:{site.lineno}" if site else "?",
+                      "stack": caller})
+
+    previous = warnings.showwarning
+    warnings.showwarning = record
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = record
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                step(batch)
+            finally:
+                torch.cuda.set_sync_debug_mode(0)
+            torch.cuda.synchronize()
+    finally:
+        warnings.showwarning = previous
+    return found
+
+
+def time_steps(step, batches, n: int = 20) -> dict:
+    import torch
+
+    synced = []
+    for i in range(n):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        step(batches[i % len(batches)])
+        torch.cuda.synchronize()
+        synced.append(time.perf_counter() - start)
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for i in range(n):
+        step(batches[i % len(batches)])
+    torch.cuda.synchronize()
+    pipelined = (time.perf_counter() - start) / n
+    return {"synced_median_ms": 1e3 * statistics.median(synced), "synced_min_ms": 1e3 * min(synced),
+            "pipelined_mean_ms": 1e3 * pipelined}
+
+
+def profile_steps(step, batches, steps: int = 3, top: int = 15) -> dict:
+    import torch
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        start = time.perf_counter()
+        for i in range(steps):
+            step(batches[i % len(batches)])
+        torch.cuda.synchronize()
+        wall = (time.perf_counter() - start) / steps
+    # Device-side events, less the profiler's user annotations mirrored on the GPU timeline (e.g.
+    # "Optimizer.step#ElectraAdamW.step", a host range, not a kernel).
+    kernels = [e for e in prof.events() if e.device_type == DeviceType.CUDA
+               and not getattr(e, "is_user_annotation", False) and not ANNOTATION.match(e.name)]
+    kernel_us = sum(e.time_range.elapsed_us() for e in kernels)  # one stream: the sum is the busy time
+    by_name: dict[str, list[float]] = {}
+    for e in kernels:
+        by_name.setdefault(e.name, []).append(e.time_range.elapsed_us())
+    top_kernels = sorted(((sum(v) / steps / 1e3, len(v) / steps, k) for k, v in by_name.items()), reverse=True)[:top]
+    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top, max_name_column_width=60)
+    return {
+        "profiled_wall_ms_per_step": 1e3 * wall,
+        "kernels_per_step": len(kernels) / steps,
+        "kernel_ms_per_step": kernel_us / steps / 1e3,
+        "gpu_busy_share": (kernel_us / steps / 1e3) / (1e3 * wall),
+        "top_kernels": [{"ms_per_step": round(ms, 3), "calls_per_step": calls, "name": name[:120]}
+                        for ms, calls, name in top_kernels],
+        "host_ops_table": table,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--seq_len", type=int, default=128)
+    parser.add_argument("--vocab_size", type=int, default=30522)
+    parser.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
+    parser.add_argument("--compile", default="none", choices=["none", *bench.COMPILE_VARIANTS],
+                        help="Eager (none) or one of bench_pretrain_step.py's compiled variants.")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--out_dir", default=str(RESULTS_DIR))
+    args = parser.parse_args(argv)
+
+    import torch
+
+    if not torch.cuda.is_available():
+        raise SystemExit("profile_gpu_step.py needs a CUDA device")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    started = time.perf_counter()
+    config = bench.build_config(args.preset, args.vocab_size, args.seq_len)
+    batches = bench.make_batches(config, args.batch_size, args.seq_len, 4, seed=0)
+    batches = [{k: v.to("cuda") for k, v in b.items()} for b in batches]
+    unmasked = [{k: v for k, v in b.items() if k != "attention_mask"} for b in batches]
+    torch.manual_seed(0)
+    step = bench.build_electra_hf(config, "cuda", args.precision, args.attn, lr=5e-4, total_steps=1_000_000,
+                                  warmup=10_000,
+                                  compile_model=bench.COMPILE_VARIANTS.get(args.compile, False))
+    report: dict = {"command": "python " + " ".join([os.path.relpath(__file__)] + (sys.argv[1:] if argv is None else list(argv))),
+                    "machine": bench.describe_machine("cuda", torch.get_num_threads()),
+                    "preset": args.preset, "precision": args.precision, "batch_size": args.batch_size,
+                    "seq_len": args.seq_len, "compile": args.compile}
+    flops = bench.useful_flops(config, args.batch_size, args.seq_len,
+                               sum(int((b["labels"] != -100).sum()) for b in batches) / len(batches))["total"]
+    report["useful_gflop_per_step"] = flops / 1e9
+    for label, data in (("with_attention_mask", batches), ("without_attention_mask", unmasked)):
+        section: dict = {}
+        try:
+            for i in range(args.warmup):
+                step(data[i % len(data)])
+            torch.cuda.synchronize()
+            section["host_syncs"] = sync_sites(step, data[0])
+            section["timing"] = time_steps(step, data)
+            section["timing"]["useful_tflops_pipelined"] = flops / (section["timing"]["pipelined_mean_ms"] / 1e3) / 1e12
+            section["profile"] = profile_steps(step, data)
+        except Exception:  # noqa: BLE001 -- report what broke, keep the other section
+            section["error"] = traceback.format_exc()
+        report[label] = section
+        print(label, json.dumps({k: v for k, v in section.items() if k != "profile"}, indent=1, default=str)[:3000], flush=True)
+        if "profile" in section:
+            print(section["profile"]["host_ops_table"], flush=True)
+    report["max_memory_allocated_gb"] = torch.cuda.max_memory_allocated() / 1e9
+    report["wall_time_s"] = time.perf_counter() - started
+    name = f"gpu_step_profile_{args.preset}_{args.precision}_b{args.batch_size}" + ("" if args.compile == "none" else f"_{args.compile}")
+    bench.write_report(report, markdown(report), args.out_dir, name)
+    return report
+
+
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    lines = [f"# One electra_hf pre-training step on {m.get('gpu', 'a GPU')}: {report['preset']}, {report['precision']}, "
+             f"batch {report['batch_size']}, sequence {report['seq_len']}" + ("" if report["compile"] == "none" else f", {report['compile']}"),
+             "", f"Command: `{report['command']}` ({report['wall_time_s']:.0f} s); torch {m['torch']}, transformers "
+             f"{m['transformers']}. Useful work: {report['useful_gflop_per_step']:.1f} GFLOP per step. "
+             f"Peak memory allocated: {report['max_memory_allocated_gb']:.2f} GB."
+             + (f" Note: {report['note']}" if report.get("note") else ""), ""]
+    for label in ("with_attention_mask", "without_attention_mask"):
+        section = report.get(label, {})
+        lines += [f"## Batch {label.replace('_', ' ')}", ""]
+        if "error" in section:
+            lines += ["```", section["error"][-1500:], "```", ""]
+            continue
+        t, p = section["timing"], section["profile"]
+        lines += [
+            f"- Step: {t['synced_median_ms']:.2f} ms median synchronised after each step, {t['pipelined_mean_ms']:.2f} ms "
+            f"pipelined (20 steps, one sync): {t['useful_tflops_pipelined']:.1f} useful TFLOP/s.",
+            f"- Host syncs in one step: {len(section['host_syncs'])}"
+            + "".join(f"\n  - `{s['site']}` ({' ← '.join(reversed(s['stack']))})" for s in section["host_syncs"]),
+            f"- Profiled: {p['kernels_per_step']:.0f} CUDA kernels per step, {p['kernel_ms_per_step']:.2f} ms of kernel time "
+            f"in a {p['profiled_wall_ms_per_step']:.2f} ms step: the GPU is busy {100 * p['gpu_busy_share']:.0f}% of the step.",
+            "", "| kernel | ms per step | calls per step |", "|---|---:|---:|",
+        ]
+        lines += [f"| `{k['name'][:90]}` | {k['ms_per_step']:.3f} | {k['calls_per_step']:.0f} |" for k in p["top_kernels"]]
+        lines += [""]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
