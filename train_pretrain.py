@@ -84,13 +84,15 @@ class ModelArguments:
         "help": "With --torch_compile: 'layers' (each transformer layer and embedding block; checked to train on a CPU and "
                 "a GPU) or 'model' (the whole training forward and backward as one graph; with --torch_compile_mode "
                 "reduce-overhead replayed as CUDA graphs, ~3x faster than eager at batch 32 on an H100, where the eager "
-                "step waits on the host launching kernels). 'model' trained with all-zero gradients on CUDA with torch "
-                "2.11 before a fix in electra_hf that is not yet verified on a GPU: watch the first logged losses "
-                "(benchmarks/results/gpu_summary.md)."})
+                "step waits on the host launching kernels). 'model' lost the generator's gradient under torch 2.11 "
+                "until a fix in electra_hf, checked on the CPU but not yet on a GPU; "
+                "benchmarks/check_compiled_gradients.py checks a machine (benchmarks/results/gpu_summary.md)."})
     torch_compile_mode: str | None = field(default=None, metadata={
         "help": "With --torch_compile: torch.compile's mode (None = its default; 'reduce-overhead' = CUDA graphs; 'max-autotune')."})
 
     def __post_init__(self):
+        if self.torch_compile_mode and not self.torch_compile:
+            raise ValueError("--torch_compile_mode needs --torch_compile")
         if self.torch_compile_scope not in ("layers", "model"):
             raise ValueError(f"--torch_compile_scope must be 'layers' or 'model', got {self.torch_compile_scope!r}")
 

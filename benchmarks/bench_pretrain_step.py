@@ -595,9 +595,10 @@ def markdown(report: dict) -> str:
                       f"bf16 {sheet['tflops']['bf16']} TFLOP/s (the denominator of MFU).")
     mfu = any("mfu_datasheet" in r for r in report["results"])
     step_unit, step_scale = ("ms", 1e3) if m["device"] == "cuda" else ("s", 1.0)
+    range_note = " (round means)" if m["device"] == "cuda" else ""  # GPU steps are timed per round, pipelined
     lines += [
         "",
-        f"| preset | precision | variant | tokens/s (median) | tokens/s range | step {step_unit} (median) | × naive | useful GFLOP/s (median) | % of GEMM: paired (best/best) |"
+        f"| preset | precision | variant | tokens/s (median) | tokens/s range{range_note} | step {step_unit} (median) | × naive | useful GFLOP/s (median) | % of GEMM: paired (best/best) |"
         + (" MFU (datasheet) |" if mfu else "") + " peak memory GB |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if mfu else "") + "---:|",
     ]
@@ -636,8 +637,8 @@ def markdown(report: dict) -> str:
 
 def nvidia_comparison(report: dict) -> list[str]:
     """Lines comparing electra_hf's ELECTRA-Base bf16 sequences/s with NVIDIA's published A100 figure."""
-    # Only variants whose training was checked on a GPU: the whole-model compile gave all-zero
-    # gradients on CUDA with torch 2.11 (see benchmarks/results/gpu_summary.md).
+    # Only variants whose training was checked on a GPU: the whole-model compile lost the generator's
+    # gradient on CUDA with torch 2.11 before a fix (see benchmarks/results/gpu_summary.md).
     rows = [r for r in report["results"] if r["preset"] == "base" and r["precision"] == "bf16"
             and r["variant"] in ("electra_hf", "compile")]
     if report["machine"]["device"] != "cuda" or not rows:
@@ -661,14 +662,14 @@ def parse_args(argv):
     parser.add_argument("--presets", nargs="+", default=["small", "tiny"], help="electra_hf presets (small = ELECTRA-Small).")
     parser.add_argument("--variants", nargs="+", default=["naive", "electra_hf"], choices=VARIANTS)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--precisions", nargs="+", default=None,
+    parser.add_argument("--precisions", nargs="+", default=None, choices=["fp32", "bf16"],
                         help="fp32 and/or bf16 (default: fp32, plus bf16 where the device supports it natively).")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--seq_len", type=int, default=128)
     parser.add_argument("--vocab_size", type=int, default=30522)
     parser.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
     parser.add_argument("--warmup", type=int, default=2, help="Untimed steps per variant (compile happens here).")
-    parser.add_argument("--steps", type=int, default=None, help="Timed steps per variant per round (default 2 for Small, 10 for tiny).")
+    parser.add_argument("--steps", type=int, default=None, help="Timed steps per variant per round (default on a CPU 2 for Small, 10 for tiny; 20 on a GPU).")
     parser.add_argument("--rounds", type=int, default=3, help="Interleaved rounds.")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: usable cores).")
     parser.add_argument("--gemm_size", type=int, default=None, help="n of the n×n GEMM (default 4096 CPU, 8192 GPU).")

@@ -5,13 +5,15 @@ forward, backward, clipping, ElectraAdamW, schedule, metric bookkeeping):
 
 1. host syncs: `torch.cuda.set_sync_debug_mode("warn")` during one step, each with the line of
    electra_hf / transformers / torch code that caused it;
-2. step time two ways: synchronised after every step (the benchmark's way) and pipelined (20 steps,
-   one sync at the end; what a training loop without per-step `.item()` gets);
-3. torch.profiler over 3 steps: CUDA kernels per step, summed kernel time per step against the
-   step's wall time (the GPU's busy share; the rest is the host launching work), the kernels and the
-   host-side ops that take longest;
-4. the same with the batch's `attention_mask` removed (packed batches have no padding), to show what
-   the mask costs.
+2. the step time, pipelined as bench_pretrain_step.py times it on a GPU (20 steps, one sync at
+   the end: what a training loop without per-step `.item()` gets), in `--rounds` rounds that
+   alternate the two kinds of batch of point 4;
+3. torch.profiler over 3 steps: CUDA kernels per step and their summed time, against the unprofiled
+   pipelined step (the GPU's busy share; the rest is the GPU waiting for the host to launch work)
+   and against the profiled step (the profiler slows the host), the kernels and the host-side ops
+   that take longest;
+4. all of the above for the batch as the collator returns it and with its `attention_mask` removed
+   (packed batches have no padding), to show what the mask costs.
 
     python benchmarks/profile_gpu_step.py --preset small --precision bf16 --batch_size 32
     python benchmarks/profile_gpu_step.py --preset base --precision bf16 --batch_size 128 --compile compile_model
@@ -74,24 +76,28 @@ def sync_sites(step, batch) -> list[dict]:
     return found
 
 
-def time_steps(step, batches, n: int = 20) -> dict:
+def pipelined_ms(step, batches, n: int = 20) -> float:
+    """Mean milliseconds per step over `n` steps queued back to back, one sync at the end."""
     import torch
 
-    synced = []
-    for i in range(n):
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        step(batches[i % len(batches)])
-        torch.cuda.synchronize()
-        synced.append(time.perf_counter() - start)
     torch.cuda.synchronize()
     start = time.perf_counter()
     for i in range(n):
         step(batches[i % len(batches)])
     torch.cuda.synchronize()
-    pipelined = (time.perf_counter() - start) / n
-    return {"synced_median_ms": 1e3 * statistics.median(synced), "synced_min_ms": 1e3 * min(synced),
-            "pipelined_mean_ms": 1e3 * pipelined}
+    return 1e3 * (time.perf_counter() - start) / n
+
+
+def interleaved_timing(step, sections: dict, rounds: int) -> dict:
+    """Per section, the pipelined step of each round; the sections alternate (order rotated) so that
+    a drifting machine slows them alike."""
+    labels = list(sections)
+    per_round = {label: [] for label in labels}
+    for r in range(rounds):
+        for label in labels[r % len(labels):] + labels[: r % len(labels)]:
+            per_round[label].append(pipelined_ms(step, sections[label]))
+    return {label: {"pipelined_ms_rounds": [round(v, 3) for v in values], "pipelined_median_ms": statistics.median(values)}
+            for label, values in per_round.items()}
 
 
 def profile_steps(step, batches, steps: int = 3, top: int = 15) -> dict:
@@ -120,7 +126,7 @@ def profile_steps(step, batches, steps: int = 3, top: int = 15) -> dict:
         "profiled_wall_ms_per_step": 1e3 * wall,
         "kernels_per_step": len(kernels) / steps,
         "kernel_ms_per_step": kernel_us / steps / 1e3,
-        "gpu_busy_share": (kernel_us / steps / 1e3) / (1e3 * wall),
+        "gpu_busy_share_of_profiled_step": (kernel_us / steps / 1e3) / (1e3 * wall),
         "top_kernels": [{"ms_per_step": round(ms, 3), "calls_per_step": calls, "name": name[:120]}
                         for ms, calls, name in top_kernels],
         "host_ops_table": table,
@@ -138,6 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--compile", default="none", choices=["none", *bench.COMPILE_VARIANTS],
                         help="Eager (none) or one of bench_pretrain_step.py's compiled variants.")
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=5, help="Interleaved timing rounds of 20 steps per batch kind.")
     parser.add_argument("--out_dir", default=str(RESULTS_DIR))
     args = parser.parse_args(argv)
 
@@ -162,19 +169,28 @@ def main(argv: list[str] | None = None) -> dict:
     flops = bench.useful_flops(config, args.batch_size, args.seq_len,
                                sum(int((b["labels"] != -100).sum()) for b in batches) / len(batches))["total"]
     report["useful_gflop_per_step"] = flops / 1e9
-    for label, data in (("with_attention_mask", batches), ("without_attention_mask", unmasked)):
+    sections = {"with_attention_mask": batches, "without_attention_mask": unmasked}
+    for label, data in sections.items():
         section: dict = {}
         try:
             for i in range(args.warmup):
                 step(data[i % len(data)])
             torch.cuda.synchronize()
             section["host_syncs"] = sync_sites(step, data[0])
-            section["timing"] = time_steps(step, data)
-            section["timing"]["useful_tflops_pipelined"] = flops / (section["timing"]["pipelined_mean_ms"] / 1e3) / 1e12
-            section["profile"] = profile_steps(step, data)
         except Exception:  # noqa: BLE001 -- report what broke, keep the other section
             section["error"] = traceback.format_exc()
         report[label] = section
+    working = {label: data for label, data in sections.items() if "error" not in report[label]}
+    for label, timing in interleaved_timing(step, working, args.rounds).items():
+        timing["useful_tflops_pipelined"] = flops / (timing["pipelined_median_ms"] / 1e3) / 1e12
+        report[label]["timing"] = timing
+    for label, data in working.items():
+        section = report[label]
+        try:
+            section["profile"] = profile_steps(step, data)
+            section["profile"]["gpu_busy_share"] = section["profile"]["kernel_ms_per_step"] / section["timing"]["pipelined_median_ms"]
+        except Exception:  # noqa: BLE001
+            section["error"] = traceback.format_exc()
         print(label, json.dumps({k: v for k, v in section.items() if k != "profile"}, indent=1, default=str)[:3000], flush=True)
         if "profile" in section:
             print(section["profile"]["host_ops_table"], flush=True)
@@ -200,13 +216,24 @@ def markdown(report: dict) -> str:
             lines += ["```", section["error"][-1500:], "```", ""]
             continue
         t, p = section["timing"], section["profile"]
+        if "pipelined_ms_rounds" in t:
+            step_line = (f"- Step: {t['pipelined_median_ms']:.2f} ms, median of {len(t['pipelined_ms_rounds'])} rounds of 20 "
+                         f"pipelined steps alternating with the other batch kind (rounds: "
+                         f"{', '.join(f'{v:.1f}' for v in t['pipelined_ms_rounds'])} ms): "
+                         f"{t['useful_tflops_pipelined']:.1f} useful TFLOP/s.")
+        else:  # the first run's format: one synced and one pipelined measurement, sections not interleaved
+            step_line = (f"- Step: {t['synced_median_ms']:.2f} ms median synchronised after each step, {t['pipelined_mean_ms']:.2f} ms "
+                         f"pipelined (20 steps, one sync): {t['useful_tflops_pipelined']:.1f} useful TFLOP/s. One measurement "
+                         "each, and this section ran after the other, not interleaved with it.")
+        pipelined = t.get("pipelined_median_ms", t.get("pipelined_mean_ms"))
+        busy_profiled = p.get("gpu_busy_share_of_profiled_step", p.get("gpu_busy_share"))
         lines += [
-            f"- Step: {t['synced_median_ms']:.2f} ms median synchronised after each step, {t['pipelined_mean_ms']:.2f} ms "
-            f"pipelined (20 steps, one sync): {t['useful_tflops_pipelined']:.1f} useful TFLOP/s.",
+            step_line,
             f"- Host syncs in one step: {len(section['host_syncs'])}"
             + "".join(f"\n  - `{s['site']}` ({' ← '.join(reversed(s['stack']))})" for s in section["host_syncs"]),
-            f"- Profiled: {p['kernels_per_step']:.0f} CUDA kernels per step, {p['kernel_ms_per_step']:.2f} ms of kernel time "
-            f"in a {p['profiled_wall_ms_per_step']:.2f} ms step: the GPU is busy {100 * p['gpu_busy_share']:.0f}% of the step.",
+            f"- Profiled: {p['kernels_per_step']:.0f} CUDA kernels per step, {p['kernel_ms_per_step']:.2f} ms of kernel time: "
+            f"the GPU is busy {100 * p['kernel_ms_per_step'] / pipelined:.0f}% of the unprofiled {pipelined:.1f} ms step "
+            f"({100 * busy_profiled:.0f}% of the profiled {p['profiled_wall_ms_per_step']:.1f} ms step; the profiler slows the host).",
             "", "| kernel | ms per step | calls per step |", "|---|---:|---:|",
         ]
         lines += [f"| `{k['name'][:90]}` | {k['ms_per_step']:.3f} | {k['calls_per_step']:.0f} |" for k in p["top_kernels"]]

@@ -180,14 +180,16 @@ class _CrossEntropyWithProbabilities(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits: torch.Tensor, targets: torch.LongTensor):
         log_probs = torch.log_softmax(logits, dim=-1)
-        losses = log_probs.gather(1, targets.unsqueeze(1)).squeeze(1).neg_()
+        # Out of place: with an in-place `neg_()` on this (view of a) gathered output, torch.compile
+        # in torch 2.11 cut the losses off the Function, and a whole-model compile trained the
+        # generator with an all-zero gradient (tests/test_sampling.py; benchmarks/check_compiled_gradients.py).
+        losses = log_probs.gather(1, targets.unsqueeze(1)).squeeze(1).neg()
         probabilities = log_probs.exp_()  # log_probs is not needed any more
         ctx.save_for_backward(probabilities, targets)
         ctx.mark_non_differentiable(probabilities)
-        # No (N, V) zero gradient for the non-differentiable probabilities (eager autograd). Not
-        # `set_materialize_grads(False)`: torch.compile traces the backward assuming materialised
-        # gradients, and with it a whole-model compile on CUDA (torch 2.11) gave all-zero gradients.
-        if not torch.compiler.is_compiling():  # Dynamo does not trace this private flag
+        # No (N, V) zero gradient for the non-differentiable probabilities in eager autograd. (Dynamo
+        # traces the backward with materialised gradients anyway, and does not trace this private flag.)
+        if not torch.compiler.is_compiling():
             ctx._materialize_non_diff_grads = False
         return losses, probabilities
 
@@ -596,9 +598,9 @@ class ElectraForRTDPretraining(PreTrainedModel):
             input_ids `(B, T)`: the generator's input (masked by the collator).
             labels `(B, T)`: original token ids at the selected positions, -100 elsewhere.
             attention_mask `(B, T)`: 1 for real tokens, 0 for padding. None: no padding (every token
-                attends to every token). The encoders then build no mask, which on an accelerator also
-                spares transformers' host-side check that a given mask is all ones (a device sync per
-                encoder) and lets sdpa use its flash kernels.
+                attends to every token). The encoders then get no mask, which on an accelerator spares
+                transformers' host-side check that a given mask is all ones (a device sync per encoder;
+                after it an all-ones mask is dropped, so sdpa's kernels are the same either way).
             token_type_ids `(B, T)`: segment ids (default: all 0).
         """
         config = self.config

@@ -238,7 +238,7 @@ def build_accelerator(train_args, **accelerator_kwargs):
         handlers.append(InitProcessGroupKwargs(backend="gloo"))
     use_deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
     if not distributed:
-        _forget_other_precision(mixed_precision)
+        _forget_a_different_setup(mixed_precision, use_cpu and not use_deepspeed)
     accelerator = Accelerator(
         cpu=use_cpu and not use_deepspeed,
         gradient_accumulation_steps=train_args.gradient_accumulation_steps,
@@ -252,13 +252,20 @@ def build_accelerator(train_args, **accelerator_kwargs):
     return accelerator
 
 
-def _forget_other_precision(mixed_precision: str) -> None:
-    """Accelerate keeps one process-wide state and refuses an `Accelerator` whose mixed precision
-    differs from the first one's. A second run in the same single process (a notebook, a test, a
-    sweep calling `main()` twice) with another precision starts from a fresh state instead."""
-    from accelerate.state import AcceleratorState
+def _forget_a_different_setup(mixed_precision: str, use_cpu: bool) -> None:
+    """Accelerate keeps one process-wide state and refuses an `Accelerator` whose mixed precision or
+    device differs from the first one's. A second run in the same single process (a notebook, a
+    test, a sweep calling `main()` twice) with another precision, or on the CPU after a GPU run or
+    the other way round, starts from a fresh state instead. The state is read without calling
+    `AcceleratorState()`, which would re-check it against the environment and raise."""
+    from accelerate.state import AcceleratorState, PartialState
 
-    if AcceleratorState._shared_state and AcceleratorState().mixed_precision != mixed_precision:
+    state = AcceleratorState._shared_state
+    if not state:
+        return
+    device = PartialState._shared_state.get("device")
+    other_device = device is not None and (device.type == "cpu") != use_cpu
+    if state.get("_mixed_precision") != mixed_precision or other_device:
         AcceleratorState._reset_state(reset_partial_state=True)
 
 

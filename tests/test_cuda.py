@@ -139,6 +139,20 @@ def test_compiled_layers_give_the_eager_losses_on_cuda(tiny_tokenizer, packed_ba
     torch.testing.assert_close(got.discriminator_loss, expected.discriminator_loss, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("scope,mode", [("model", None), ("model", "reduce-overhead"), ("layers", None)])
+def test_compiled_paths_give_the_eager_gradients_on_cuda(scope, mode):
+    """Generator and discriminator loss gradients of each compiled path equal eager's (dropout off,
+    eager random numbers). The whole-model compile lost the generator's gradient with torch 2.11."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import check_compiled_gradients
+
+    rows = check_compiled_gradients.compare("cuda", scope, mode)
+    assert all(row["ok"] for row in rows), rows
+
+
 def test_pretraining_script_with_whole_model_cuda_graphs(corpus, tmp_path):  # noqa: F811
     """train_pretrain.py with the GPU's fastest path (whole-model compile replayed as CUDA graphs, bf16):
     it learns, evaluates, checkpoints and exports a plain transformers model."""

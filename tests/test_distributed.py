@@ -721,9 +721,20 @@ def test_a_second_run_in_one_process_may_use_another_precision(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     args = lambda precision: SimpleNamespace(mixed_precision=precision, gradient_accumulation_steps=1,  # noqa: E731
                                              per_device_train_batch_size=2, max_grad_norm=1.0, allow_slow_bf16=True)
-    assert training.build_accelerator(args("no")).mixed_precision == "no"
-    assert training.build_accelerator(args("bf16")).mixed_precision == "bf16"
-    assert training.build_accelerator(args("no")).mixed_precision == "no"
+    from accelerate.state import AcceleratorState
+
+    try:
+        assert training.build_accelerator(args("no")).mixed_precision == "no"
+        assert training.build_accelerator(args("bf16")).mixed_precision == "bf16"
+        assert training.build_accelerator(args("no")).mixed_precision == "no"
+        # a state left on another device (a GPU run before this one) is not reused for a CPU run
+        from accelerate.state import PartialState
+
+        PartialState._shared_state["device"] = torch.device("cuda")
+        accelerator = training.build_accelerator(args("no"))
+        assert accelerator.device.type == "cpu"
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)  # leave no state to later tests
 
 
 @pytest.mark.multiprocess

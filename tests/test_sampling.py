@@ -84,9 +84,10 @@ def test_cross_entropy_with_probabilities_matches_torch():
 
 
 def test_cross_entropy_with_probabilities_under_torch_compile():
-    """Traced by torch.compile as one graph (fullgraph), with the eager loss and gradient: a whole-model
-    compile must not graph-break here or lose the gradient (with `set_materialize_grads(False)` a
-    whole-model compile on CUDA gave all-zero gradients)."""
+    """Traced by torch.compile as one graph (fullgraph), with the eager loss and gradient. With torch
+    2.11 and an in-place `neg_()` on the losses, the compiled gradient was all zero: a whole-model
+    compile then did not train the generator (seen on an H100, reproduced on the CPU with torch 2.11,
+    where this test failed; torch 2.13 traced it correctly either way)."""
     torch.manual_seed(0)
     logits = torch.randn(12, 300, requires_grad=True)
     targets = torch.randint(0, 300, (12,))

@@ -1,0 +1,121 @@
+"""Do the compiled training paths give eager's gradients? Generator and discriminator loss separately.
+
+On the H100 with torch 2.11 (2026-11-24), a whole-model compile (`compile_for_training(model,
+scope="model")`) gave an all-zero gradient of the generator loss, so it did not train; eager and
+compiled layers did. This script is the check to run on a machine before trusting a compiled path:
+
+    python benchmarks/check_compiled_gradients.py                  # cuda if available, else cpu
+    python benchmarks/check_compiled_gradients.py --device cuda --scopes model layers --mode reduce-overhead
+
+Dropout is off and inductor draws random numbers the way eager does (`fallback_random`), so the
+generator's samples, hence the discriminator's input, are the same in both runs. Prints one line per
+(scope, loss) with the gradient norms and the largest relative difference, and exits with status 1
+if a parameter's gradient differs by more than `--rtol` of its eager norm (floored at 1e-3 of the
+whole gradient's norm, so that gradients that are zero up to rounding do not count).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def tiny_batch(vocab_size: int = 96, batch: int = 4, length: int = 24, seed: int = 0) -> dict:
+    """A packed collator batch of random token ids (no padding, no attention_mask)."""
+    from electra_hf.collator import DataCollatorForElectra
+
+    class SpecialIds:  # what the collator needs from a tokenizer
+        pad_token_id, cls_token_id, sep_token_id, mask_token_id = 0, 2, 3, 4
+
+        def __len__(self):
+            return vocab_size
+
+    generator = torch.Generator().manual_seed(seed)
+    rows = []
+    for _ in range(batch):
+        ids = torch.randint(5, vocab_size, (length,), generator=generator)
+        ids[0], ids[-1] = 2, 3
+        rows.append({"input_ids": ids, "token_type_ids": torch.zeros(length, dtype=torch.long)})
+    collated = DataCollatorForElectra(SpecialIds(), mask_prob=0.3, seed=seed)(rows)
+    return {k: v for k, v in collated.items() if k != "attention_mask"}
+
+
+def gradients(device: str, scope: str | None, mode: str | None, loss_name: str, vocab_size: int = 96) -> tuple[float, dict]:
+    """Loss value and {parameter name: gradient} after one backward of `loss_name` (eager if scope is None)."""
+    import torch._inductor.config as inductor_config
+
+    from electra_hf.configuration import ElectraPretrainingConfig
+    from electra_hf.modeling import ElectraForRTDPretraining, compile_for_training
+
+    inductor_config.fallback_random = True
+    torch.manual_seed(0)
+    config = ElectraPretrainingConfig.from_preset(
+        "tiny", vocab_size=vocab_size, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    model = ElectraForRTDPretraining(config).to(device).train()
+    step = model
+    if scope is not None:
+        torch._dynamo.reset()
+        step = compile_for_training(model, scope=scope, **({"mode": mode} if mode else {}))
+    batch = {k: v.to(device) for k, v in tiny_batch(vocab_size).items()}
+    torch.manual_seed(1)
+    out = step(**batch)
+    loss = getattr(out, loss_name)
+    loss.backward()
+    grads = {name: p.grad.detach().float().cpu().clone() for name, p in model.named_parameters() if p.grad is not None}
+    return float(loss.detach()), grads
+
+
+def compare(device: str, scope: str, mode: str | None = None, rtol: float = 1e-3) -> list[dict]:
+    """One row per loss: eager vs compiled loss, gradient norms, and the largest relative difference."""
+    rows = []
+    for loss_name in ("generator_loss", "discriminator_loss"):
+        eager_loss, eager = gradients(device, None, None, loss_name)
+        compiled_loss, compiled = gradients(device, scope, mode, loss_name)
+        # Relative to the parameter's gradient, floored at 1e-3 of the whole gradient's norm: some
+        # gradients are zero up to rounding (a key bias cannot change a softmax), and their rounding
+        # noise must not count as a difference.
+        eager_norm = float(torch.stack([g.norm() for g in eager.values()]).norm())
+        worst, worst_name = 0.0, None
+        for name, reference in eager.items():
+            got = compiled.get(name, torch.zeros_like(reference))
+            difference = float((got - reference).norm()) / max(float(reference.norm()), 1e-3 * eager_norm, 1e-12)
+            if difference > worst:
+                worst, worst_name = difference, name
+        rows.append({
+            "scope": scope, "mode": mode, "loss": loss_name, "eager_loss": eager_loss, "compiled_loss": compiled_loss,
+            "eager_grad_norm": eager_norm,
+            "compiled_grad_norm": float(torch.stack([g.norm() for g in compiled.values()]).norm()) if compiled else 0.0,
+            "max_relative_difference": worst, "worst_parameter": worst_name, "ok": worst <= rtol,
+        })
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--scopes", nargs="+", default=["model", "layers"], choices=["model", "layers"])
+    parser.add_argument("--mode", default=None, help="torch.compile mode (e.g. reduce-overhead for CUDA graphs).")
+    parser.add_argument("--rtol", type=float, default=1e-3)
+    args = parser.parse_args(argv)
+    if args.device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+    print(f"torch {torch.__version__} on {args.device}", flush=True)
+    ok = True
+    for scope in args.scopes:
+        for row in compare(args.device, scope, args.mode, args.rtol):
+            ok &= row["ok"]
+            print(f"{'ok  ' if row['ok'] else 'FAIL'} scope={scope} mode={args.mode} {row['loss']}: loss eager {row['eager_loss']:.5f} "
+                  f"compiled {row['compiled_loss']:.5f}; gradient norm eager {row['eager_grad_norm']:.4g} compiled "
+                  f"{row['compiled_grad_norm']:.4g}; largest relative difference {row['max_relative_difference']:.2e} "
+                  f"({row['worst_parameter']})", flush=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
