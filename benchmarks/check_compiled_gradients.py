@@ -47,13 +47,22 @@ def tiny_batch(vocab_size: int = 96, batch: int = 4, length: int = 24, seed: int
 
 
 def gradients(device: str, scope: str | None, mode: str | None, loss_name: str, vocab_size: int = 96) -> tuple[float, dict]:
-    """Loss value and {parameter name: gradient} after one backward of `loss_name` (eager if scope is None)."""
+    """Loss value and {parameter name: gradient} after a backward of `loss_name` (eager if scope is None).
+
+    With a `mode` (e.g. reduce-overhead), forward and backward run 3 times on the same batch and the
+    last gradients count: CUDA graphs run their first call uncaptured (a warm-up), so only later
+    calls replay a graph. Without a mode, once.
+    """
     import torch._inductor.config as inductor_config
 
+    with inductor_config.patch(fallback_random=True):  # not left set for later compiles in the process
+        return _gradients(device, scope, mode, loss_name, vocab_size)
+
+
+def _gradients(device, scope, mode, loss_name, vocab_size):
     from electra_hf.configuration import ElectraPretrainingConfig
     from electra_hf.modeling import ElectraForRTDPretraining, compile_for_training
 
-    inductor_config.fallback_random = True
     torch.manual_seed(0)
     config = ElectraPretrainingConfig.from_preset(
         "tiny", vocab_size=vocab_size, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
@@ -63,12 +72,15 @@ def gradients(device: str, scope: str | None, mode: str | None, loss_name: str, 
         torch._dynamo.reset()
         step = compile_for_training(model, scope=scope, **({"mode": mode} if mode else {}))
     batch = {k: v.to(device) for k, v in tiny_batch(vocab_size).items()}
-    torch.manual_seed(1)
-    out = step(**batch)
-    loss = getattr(out, loss_name)
-    loss.backward()
-    grads = {name: p.grad.detach().float().cpu().clone() for name, p in model.named_parameters() if p.grad is not None}
-    return float(loss.detach()), grads
+    for _ in range(3 if mode else 1):
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(1)
+        out = step(**batch)
+        loss = getattr(out, loss_name)
+        loss.backward()
+        value = float(loss.detach())
+        grads = {name: p.grad.detach().float().cpu().clone() for name, p in model.named_parameters() if p.grad is not None}
+    return value, grads
 
 
 def compare(device: str, scope: str, mode: str | None = None, rtol: float = 1e-3) -> list[dict]:

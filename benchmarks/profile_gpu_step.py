@@ -181,14 +181,20 @@ def main(argv: list[str] | None = None) -> dict:
             section["error"] = traceback.format_exc()
         report[label] = section
     working = {label: data for label, data in sections.items() if "error" not in report[label]}
-    for label, timing in interleaved_timing(step, working, args.rounds).items():
-        timing["useful_tflops_pipelined"] = flops / (timing["pipelined_median_ms"] / 1e3) / 1e12
-        report[label]["timing"] = timing
+    try:
+        for label, timing in (interleaved_timing(step, working, args.rounds) if working else {}).items():
+            timing["useful_tflops_pipelined"] = flops / (timing["pipelined_median_ms"] / 1e3) / 1e12
+            report[label]["timing"] = timing
+    except Exception:  # noqa: BLE001 -- e.g. out of memory: report it in every section, write the report
+        for label in working:
+            report[label]["error"] = traceback.format_exc()
+        working = {}
     for label, data in working.items():
         section = report[label]
         try:
             section["profile"] = profile_steps(step, data)
-            section["profile"]["gpu_busy_share"] = section["profile"]["kernel_ms_per_step"] / section["timing"]["pipelined_median_ms"]
+            section["profile"]["gpu_busy_share_of_unprofiled_step"] = (
+                section["profile"]["kernel_ms_per_step"] / section["timing"]["pipelined_median_ms"])
         except Exception:  # noqa: BLE001
             section["error"] = traceback.format_exc()
         print(label, json.dumps({k: v for k, v in section.items() if k != "profile"}, indent=1, default=str)[:3000], flush=True)
@@ -209,7 +215,9 @@ def markdown(report: dict) -> str:
              f"{m['transformers']}. Useful work: {report['useful_gflop_per_step']:.1f} GFLOP per step. "
              f"Peak memory allocated: {report['max_memory_allocated_gb']:.2f} GB."
              + (f" Note: {report['note']}" if report.get("note") else ""), ""]
-    for label in ("with_attention_mask", "without_attention_mask"):
+    labels = ("with_attention_mask", "without_attention_mask")
+    alternating = all("timing" in report.get(label, {}) for label in labels)
+    for label in labels:
         section = report.get(label, {})
         lines += [f"## Batch {label.replace('_', ' ')}", ""]
         if "error" in section:
@@ -218,7 +226,7 @@ def markdown(report: dict) -> str:
         t, p = section["timing"], section["profile"]
         if "pipelined_ms_rounds" in t:
             step_line = (f"- Step: {t['pipelined_median_ms']:.2f} ms, median of {len(t['pipelined_ms_rounds'])} rounds of 20 "
-                         f"pipelined steps alternating with the other batch kind (rounds: "
+                         f"pipelined steps{' alternating with the other batch kind' if alternating else ''} (rounds: "
                          f"{', '.join(f'{v:.1f}' for v in t['pipelined_ms_rounds'])} ms): "
                          f"{t['useful_tflops_pipelined']:.1f} useful TFLOP/s.")
         else:  # the first run's format: one synced and one pipelined measurement, sections not interleaved

@@ -213,7 +213,6 @@ def test_config_file_in_place_of_flags(corpus, tmp_path):
     assert train_pretrain.main([str(tmp_path / "run.json")])["completed_steps"] == 3
 
 
-@pytest.mark.multiprocess
 def test_whole_model_compile_trains_and_exports_plain_weights(corpus, tmp_path):
     """--torch_compile_scope model: the step calls the compiled wrapper; checkpoints and exports are
     taken from the plain model (no `_orig_mod.` keys), and the losses are eager's up to rounding."""
@@ -230,6 +229,7 @@ def test_whole_model_compile_trains_and_exports_plain_weights(corpus, tmp_path):
     assert not any("_orig_mod" in name for name, _ in model.named_parameters())
 
 
+@pytest.mark.multiprocess
 def test_two_process_cpu_run(corpus, tmp_path):
     """A real 2-process DDP run on the CPU (ACCELERATE_USE_CPU + --multi_gpu, see platform notes)."""
     out = tmp_path / "ddp"
