@@ -480,12 +480,12 @@ def run_case(args, preset: str, precision: str, variants: list[str], gemm_log: d
         try:
             ready = parent.recv()  # sequential warm-ups: the variants never compete for the cores
         except EOFError:  # the process died without a word (killed, out of memory, a crash in C++)
-            process.join(timeout=60)
+            process.join(timeout=60)  # for its exit code
             ready = {"error": f"the {variant} process exited with code {process.exitcode} while building or warming up"}
         if "error" in ready:
             print(f"[{preset} {precision}] {variant} failed; going on without it:\n{ready['error']}", flush=True)
             failed[variant] = ready["error"]
-            process.join(timeout=60)
+            process.join(timeout=60)  # no-op if it already ended
             continue
         info[variant] = {"warmup_s": round(ready["warmup_s"], 2), "warmup_step_s": [round(t, 3) for t in ready["warmup_step_s"]]}
         workers[variant] = (process, parent)
@@ -569,6 +569,14 @@ def markdown(report: dict) -> str:
     else:
         where = f"{m['cpu_model']}, {m['usable_cpus']} usable cores ({', '.join(m['cpu_simd'])}), {m['torch_threads']} torch threads"
     gemm = report["gemm"]
+    sheet = report.get("datasheet_peak")
+    gpu_references = ""
+    if gemm.get("bf16_samples_gflops") and m["device"] == "cuda":
+        gpu_references += (f" Dense bf16 GEMM: best {max(gemm['bf16_samples_gflops']) / 1e3:.0f} TFLOP/s over "
+                           f"{len(gemm['bf16_samples_gflops'])} samples (the denominator of bf16 rows' % of GEMM).")
+    if sheet:
+        gpu_references += (f" Datasheet peaks ({sheet['gpu']}, dense): fp32 {sheet['tflops']['fp32']} TFLOP/s, "
+                           f"bf16 {sheet['tflops']['bf16']} TFLOP/s (the denominator of MFU).")
     lines = [
         "# ELECTRA pre-training step: naive transformers composition vs electra_hf",
         "",
@@ -581,18 +589,10 @@ def markdown(report: dict) -> str:
         f"Dense fp32 GEMM (`torch.mm` {gemm['size']}²) measured in this run: best {gemm['fp32_best_gflops']:.0f} GFLOP/s, "
         f"median {gemm['fp32_median_gflops']:.0f} GFLOP/s, range {min(gemm['fp32_samples_gflops']):.0f}–"
         f"{max(gemm['fp32_samples_gflops']):.0f} over {len(gemm['fp32_samples_gflops'])} samples. "
-        f"bf16: {report['bf16']['reason']}" + ("" if report["bf16"]["native"] else " — not benchmarked as a win.")
+        f"bf16: {report['bf16']['reason']}" + ("." if report["bf16"]["native"] else " — not benchmarked as a win.")
         + (f" One bf16-autocast step of electra_hf: {report['bf16']['probe_step_s']:.2f} s vs {report['bf16']['probe_fp32_step_s']:.2f} s fp32."
-           if report["bf16"].get("probe_step_s") else ""),
-        "",
+           if report["bf16"].get("probe_step_s") else "") + gpu_references,
     ]
-    sheet = report.get("datasheet_peak")
-    if gemm.get("bf16_samples_gflops") and m["device"] == "cuda":
-        lines[-2] += (f" Dense bf16 GEMM: best {max(gemm['bf16_samples_gflops']) / 1e3:.0f} TFLOP/s over "
-                      f"{len(gemm['bf16_samples_gflops'])} samples (the denominator of bf16 rows' % of GEMM).")
-    if sheet:
-        lines[-2] += (f" Datasheet peaks ({sheet['gpu']}, dense): fp32 {sheet['tflops']['fp32']} TFLOP/s, "
-                      f"bf16 {sheet['tflops']['bf16']} TFLOP/s (the denominator of MFU).")
     mfu = any("mfu_datasheet" in r for r in report["results"])
     step_unit, step_scale = ("ms", 1e3) if m["device"] == "cuda" else ("s", 1.0)
     range_note = " (round means)" if m["device"] == "cuda" else ""  # GPU steps are timed per round, pipelined

@@ -24,29 +24,11 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+VOCAB_SIZE = 300  # above bench_pretrain_step's special ids (BERT's, up to 103)
 
 
-def tiny_batch(vocab_size: int = 96, batch: int = 4, length: int = 24, seed: int = 0) -> dict:
-    """A packed collator batch of random token ids (no padding, no attention_mask)."""
-    from electra_hf.collator import DataCollatorForElectra
-
-    class SpecialIds:  # what the collator needs from a tokenizer
-        pad_token_id, cls_token_id, sep_token_id, mask_token_id = 0, 2, 3, 4
-
-        def __len__(self):
-            return vocab_size
-
-    generator = torch.Generator().manual_seed(seed)
-    rows = []
-    for _ in range(batch):
-        ids = torch.randint(5, vocab_size, (length,), generator=generator)
-        ids[0], ids[-1] = 2, 3
-        rows.append({"input_ids": ids, "token_type_ids": torch.zeros(length, dtype=torch.long)})
-    collated = DataCollatorForElectra(SpecialIds(), mask_prob=0.3, seed=seed)(rows)
-    return {k: v for k, v in collated.items() if k != "attention_mask"}
-
-
-def gradients(device: str, scope: str | None, mode: str | None, loss_name: str, vocab_size: int = 96) -> tuple[float, dict]:
+def gradients(device: str, scope: str | None, mode: str | None, loss_name: str, vocab_size: int = VOCAB_SIZE) -> tuple[float, dict]:
     """Loss value and {parameter name: gradient} after a backward of `loss_name` (eager if scope is None).
 
     With a `mode` (e.g. reduce-overhead), forward and backward run 3 times on the same batch and the
@@ -60,6 +42,8 @@ def gradients(device: str, scope: str | None, mode: str | None, loss_name: str, 
 
 
 def _gradients(device, scope, mode, loss_name, vocab_size):
+    from bench_pretrain_step import make_batches
+
     from electra_hf.configuration import ElectraPretrainingConfig
     from electra_hf.modeling import ElectraForRTDPretraining, compile_for_training
 
@@ -71,7 +55,8 @@ def _gradients(device, scope, mode, loss_name, vocab_size):
     if scope is not None:
         torch._dynamo.reset()
         step = compile_for_training(model, scope=scope, **({"mode": mode} if mode else {}))
-    batch = {k: v.to(device) for k, v in tiny_batch(vocab_size).items()}
+    # One packed batch of random ids through the library's collator, sent without attention_mask.
+    batch = {k: v.to(device) for k, v in make_batches(config, 4, 24, 1, seed=0)[0].items() if k != "attention_mask"}
     for _ in range(3 if mode else 1):
         model.zero_grad(set_to_none=True)
         torch.manual_seed(1)

@@ -171,11 +171,11 @@ class ElectraAdamW(Optimizer):
             return False
         devices = {p.device.type for p in params}
         floating = all(p.dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16) for p in params)
-        if fused is None:  # automatic: the CPU, where foreach falls back to per-tensor loops, and CUDA
-            return hasattr(torch, "_fused_adamw_") and floating and (
-                devices == {"cpu"} or (devices == {"cuda"} and not group["bias_correction"]))
-        if not (hasattr(torch, "_fused_adamw_") and floating
-                and (devices == {"cpu"} or (devices == {"cuda"} and not group["bias_correction"]))):
+        supported = hasattr(torch, "_fused_adamw_") and floating and (
+            devices == {"cpu"} or (devices == {"cuda"} and not group["bias_correction"]))
+        if fused is None:  # automatic: wherever it applies
+            return supported
+        if not supported:
             raise RuntimeError(
                 "ElectraAdamW(fused=True) needs floating-point parameters on the CPU, or on CUDA without bias correction"
             )

@@ -1,5 +1,5 @@
 """The pre-training step on a CUDA device: same numbers as the CPU, no host syncs, fused optimizer,
-bf16 autocast, compiled layers. Skipped where no CUDA device is present (CI has none); run on a GPU
+bf16 autocast, compiled paths (losses and gradients equal eager's; the script learns). Skipped where no CUDA device is present (CI has none); run on a GPU
 machine with `python -m pytest -q tests/test_cuda.py`."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from electra_hf.collator import DataCollatorForElectra
-from electra_hf.modeling import ElectraForRTDPretraining, compile_for_training
+from electra_hf.modeling import ElectraForRTDPretraining
 from electra_hf.optimization import ElectraAdamW, build_scheduler, parameter_groups
 
 from .conftest import tiny_config, tokenize_sentences
@@ -125,18 +125,6 @@ def test_bf16_autocast_step_learns(tiny_tokenizer, packed_batch):
         losses.append(out.generator_loss.item())
     assert all(torch.isfinite(torch.tensor(losses)))
     assert losses[-1] < losses[0] - 0.5  # memorising one batch
-
-
-def test_compiled_layers_give_the_eager_losses_on_cuda(tiny_tokenizer, packed_batch):
-    batch = to(packed_batch, "cuda")
-    eager = build(tiny_tokenizer, "cuda").eval()
-    compiled = compile_for_training(build(tiny_tokenizer, "cuda").eval())
-    torch.manual_seed(4)
-    expected = eager(**batch)
-    torch.manual_seed(4)
-    got = compiled(**batch)
-    torch.testing.assert_close(got.generator_loss, expected.generator_loss, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(got.discriminator_loss, expected.discriminator_loss, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("scope,mode", [("model", None), ("model", "reduce-overhead"), ("layers", None)])
