@@ -15,6 +15,8 @@ Each variant is reported against `default` run in the same round:
 - `glibc_returns_memory`: without `configure_cpu_training`'s allocator setting (glibc's defaults);
 - `omp_spin`: `GOMP_SPINCOUNT=10000000` (GNU OpenMP: idle workers spin ~0.2 s instead of ~5 ms);
 - `omp_passive`: `OMP_WAIT_POLICY=PASSIVE` (idle workers sleep at once);
+- `omp_bind`: `OMP_PROC_BIND=close OMP_PLACES=cores` (each OpenMP thread pinned to one core, so the
+  kernel never migrates a GEMM's thread and its cache);
 - `jemalloc`, `jemalloc_no_decay`, `tcmalloc`: the allocator preloaded, where the library is
   installed (`ctypes.util.find_library`), or given with `--preload NAME=PATH`.
   `jemalloc_no_decay` sets `MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1`, so that freed pages
@@ -61,6 +63,7 @@ def candidate_variants(preloads: dict[str, str]) -> tuple[dict[str, dict], dict[
         "glibc_returns_memory": {"env": {}, "keep_freed_memory": False},
         "omp_spin": {"env": {"GOMP_SPINCOUNT": "10000000"}, "keep_freed_memory": True},
         "omp_passive": {"env": {"OMP_WAIT_POLICY": "PASSIVE"}, "keep_freed_memory": True},
+        "omp_bind": {"env": {"OMP_PROC_BIND": "close", "OMP_PLACES": "cores"}, "keep_freed_memory": True},
     }
     skipped = {}
     libraries = {"jemalloc": preloads.get("jemalloc") or ctypes.util.find_library("jemalloc"),

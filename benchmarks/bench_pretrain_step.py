@@ -18,8 +18,11 @@ Variants (same model sizes, batch, sequence length, data and seed):
 
 Each variant runs in its own process (so its peak memory is its own), all built and warmed up one
 after the other, then timed in interleaved rounds (round r runs `--steps` steps of each variant in
-a rotated order), so that a noisy, shared machine slows every variant alike. The machine's dense
-GEMM throughput (`torch.mm` of two n×n matrices) is measured in the same run, between rounds.
+a rotated order), so that a noisy, shared machine slows every variant alike. Each round starts with
+`--round_warmup` untimed steps per variant: the variant that ran before has just evicted this
+one's activations and weights from the caches and let its OpenMP threads fall asleep, which a
+training loop, stepping back to back, never sees. The machine's dense GEMM throughput (`torch.mm`
+of two n×n matrices) is measured in the same run, between rounds.
 
 Useful FLOPs per step are counted explicitly from the configuration (the same for every variant):
 6 · (dense matmul weights of both encoders and the discriminator head) · tokens
@@ -377,7 +380,7 @@ def worker(conn, spec: dict) -> None:
     while True:
         command, arg = conn.recv()
         if command == "run":
-            conn.send(run(arg))
+            conn.send(run(*arg))
         elif command == "stats":
             stats = {"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                      "baseline_rss_bytes": baseline_rss, "losses": spec_losses}
@@ -407,8 +410,11 @@ def _build_and_warm_up(conn, spec: dict, device: str):
         torch.cuda.reset_peak_memory_stats()
     counter = 0
 
-    def run(n: int) -> list[float]:
+    def run(n: int, untimed: int = 0) -> list[float]:
         nonlocal counter
+        for _ in range(untimed):  # back in a steady state after another process had the machine
+            step(batches[counter % len(batches)])
+            counter += 1
         if device == "cuda":
             # Pipelined, as a training loop runs: the host queues step after step and waits once, at
             # the end (a sync after every step would leave the GPU idle while the host launches the
@@ -499,7 +505,7 @@ def run_case(args, preset: str, precision: str, variants: list[str], gemm_log: d
         order = variants[round_index % len(variants):] + variants[: round_index % len(variants)]
         for variant in order:
             before = measure_gemm(device, dtype, gemm_size(device, dtype, args.gemm_size), repeats=1)
-            workers[variant][1].send(("run", steps))
+            workers[variant][1].send(("run", (steps, args.round_warmup)))
             round_times = workers[variant][1].recv()
             after = measure_gemm(device, dtype, gemm_size(device, dtype, args.gemm_size), repeats=1)
             times[variant] += round_times
@@ -630,7 +636,9 @@ def markdown(report: dict) -> str:
         "Peak memory: " + ("`torch.cuda.max_memory_allocated`." if m["device"] == "cuda" else
                            "RSS high-water mark of the variant's own process (model, optimizer state, activations, Python, libraries).")
         + f" Timed steps per variant: {report['results'][0]['timed_steps'] if report['results'] else 0}, in "
-        f"{report['rounds']} interleaved rounds after {report['warmup']} warm-up steps.",
+        f"{report['rounds']} interleaved rounds after {report['warmup']} warm-up steps"
+        + (f"; each round starts with {report['round_warmup']} untimed step(s) per variant (back to a steady state "
+           "after the other variants ran)." if report.get("round_warmup") else "."),
     ]
     return "\n".join(lines) + "\n"
 
@@ -671,6 +679,8 @@ def parse_args(argv):
     parser.add_argument("--warmup", type=int, default=2, help="Untimed steps per variant (compile happens here).")
     parser.add_argument("--steps", type=int, default=None, help="Timed steps per variant per round (default on a CPU 2 for Small, 10 for tiny; 20 on a GPU).")
     parser.add_argument("--rounds", type=int, default=3, help="Interleaved rounds.")
+    parser.add_argument("--round_warmup", type=int, default=1,
+                        help="Untimed steps per variant at the start of each round, before its timed steps.")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: usable cores).")
     parser.add_argument("--gemm_size", type=int, default=None, help="n of the n×n GEMM (default 4096 CPU, 8192 GPU).")
     parser.add_argument("--bf16_probe", action="store_true",
@@ -717,7 +727,7 @@ def main(argv: list[str] | None = None) -> dict:
                              max(gemm_log[gemm_dtype(case["precision"])]), peaks)
 
     if args.bf16_probe and not native_bf16:
-        probe_args = argparse.Namespace(**{**vars(args), "rounds": 1, "steps": 1, "warmup": 1})
+        probe_args = argparse.Namespace(**{**vars(args), "rounds": 1, "steps": 1, "warmup": 1, "round_warmup": 0})
         preset = args.presets[-1]
         fp32_case = next(c for c in cases if c["preset"] == preset and c["precision"] == "fp32")
         probe = run_case(probe_args, preset, "bf16", ["electra_hf"], {}, device)
@@ -728,7 +738,7 @@ def main(argv: list[str] | None = None) -> dict:
         "command": "python " + " ".join([os.path.relpath(__file__)] + (sys.argv[1:] if argv is None else list(argv))),
         "machine": machine,
         "batch_size": args.batch_size, "seq_len": args.seq_len, "vocab_size": args.vocab_size, "attn": args.attn,
-        "warmup": args.warmup, "rounds": args.rounds,
+        "warmup": args.warmup, "rounds": args.rounds, "round_warmup": args.round_warmup,
         "gemm": {"size": args.gemm_size, "fp32_samples_gflops": [round(v / 1e9, 1) for v in gemm_log["float32"]],
                  "fp32_best_gflops": gemm_peak / 1e9, "fp32_median_gflops": gemm_median / 1e9,
                  "bf16_samples_gflops": [round(v / 1e9, 1) for v in gemm_log["bfloat16"]]},

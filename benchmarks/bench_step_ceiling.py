@@ -7,8 +7,14 @@ fraction could be at best, in one run on one machine:
 
 1. builds electra_hf's step exactly as `bench_pretrain_step.py`'s `electra_hf` variant does
    (Accelerator, ElectraForRTDPretraining, backward, clipping, ElectraAdamW, schedule) and times it;
-2. profiles one step with `torch.profiler` (`record_shapes`) and splits its time into the GEMMs
-   (`aten::mm`, `addmm`, `bmm`, `baddbmm`, `mv`, `addmv`) and everything else (top ops listed);
+2. times every aten op of one step as it runs (a `TorchDispatchMode` that records each call's
+   wall time and input shapes) and splits the step into the GEMMs (`aten::mm`, `addmm`, `bmm`,
+   `baddbmm`, `mv`, `addmv`), the other ops (top ones listed) and the time outside any aten op
+   (Python, the autograd engine, the numba dropout masks). Not `torch.profiler`: on this machine
+   it made some large elementwise backward ops (`gelu_backward`, the cross-entropy gradient's
+   `mul`) 10-18x slower inside a profiled step than the same ops alone or in an unprofiled step,
+   so its table pointed at work that was not there. `--compile` keeps the profiler: inductor's
+   kernels bypass a dispatch mode, and one makes dynamo recompile;
 3. replays every GEMM the step issued alone, with the same shapes, on contiguous operands, and
    sums their times: the step's matrix products at the speed they reach in isolation;
 4. measures the 4096² GEMM rate between the timed parts.
@@ -19,7 +25,7 @@ From these:
   step would reach if it did nothing but its matrix products, each as fast as it runs alone.
   Small-K products (hidden 256, head size 64, the generator's hidden 64) run well below the
   4096² rate, so this is below 100% whatever the rest of the step costs.
-The FLOPs the profiled GEMMs executed are also summed, a check on `useful_flops`' count.
+The FLOPs the timed GEMMs executed are also summed, a check on `useful_flops`' count.
 
     python benchmarks/bench_step_ceiling.py                  # ELECTRA-Small, batch 32 × 128, fp32
     python benchmarks/bench_step_ceiling.py --compile         # the same with compile_for_training
@@ -55,7 +61,7 @@ GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::mv",
 
 
 def gemm_flops(op: str, shapes: list[list[int]]) -> int:
-    """Multiply-add FLOPs (2·M·K·N) of one GEMM call from its profiled input shapes."""
+    """Multiply-add FLOPs (2·M·K·N) of one GEMM call from its input shapes."""
     if op in ("aten::mm",):
         (m, k), (_, n) = shapes[0], shapes[1]
         return 2 * m * k * n
@@ -103,9 +109,45 @@ def replay_gemm(op: str, shapes: list[list[int]], repeats: int) -> float:
     return statistics.median(times)
 
 
+def time_ops(step, batch) -> tuple[float, dict, dict, float]:
+    """Run one step timing each aten op: (wall seconds, GEMM calls {(op, shapes): [count, s]},
+    other ops {name: s}, GEMM seconds).
+
+    A dispatch mode sees every op below autograd (forward, backward, optimizer) exactly once, on
+    the thread that runs it, and CPU ops are synchronous, so a call's wall time is the op's time.
+    Shapes: one list per positional argument, [] for a non-tensor (as `replay_gemm` takes them)."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    gemms: dict = defaultdict(lambda: [0, 0.0])
+    others: dict = defaultdict(float)
+
+    class OpTimer(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            start = time.perf_counter()
+            out = func(*args, **(kwargs or {}))
+            elapsed = time.perf_counter() - start
+            name = f"aten::{func.overloadpacket.__name__}"
+            if name in GEMM_OPS:
+                shapes = tuple(tuple(a.shape) if isinstance(a, torch.Tensor) else () for a in args)
+                gemms[(name, shapes)][0] += 1
+                gemms[(name, shapes)][1] += elapsed
+            else:
+                others[name] += elapsed
+            return out
+
+    with OpTimer():
+        start = time.perf_counter()
+        step(batch)
+        wall = time.perf_counter() - start
+    gemm_seconds = sum(seconds for _, seconds in gemms.values())
+    return wall, dict(gemms), dict(others), gemm_seconds
+
+
 def profile_step(step, batch) -> tuple[float, dict, dict, float]:
-    """Profile one step: (profiled wall seconds, GEMM calls {(op, shapes): [count, cpu s]},
-    other ops {name: self cpu s}, GEMM cpu seconds)."""
+    """`time_ops` with `torch.profiler` instead: for compiled steps, whose inductor kernels never pass
+    through a dispatch mode (and a mode makes dynamo recompile). Times are the profiler's CPU time
+    (GEMM calls in total, other ops by self time); see the module docstring for its distortions."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
@@ -119,7 +161,6 @@ def profile_step(step, batch) -> tuple[float, dict, dict, float]:
             shapes = tuple(tuple(s) for s in event.input_shapes)
             gemms[(event.key, shapes)][0] += event.count
             gemms[(event.key, shapes)][1] += event.cpu_time_total / 1e6
-    # Self time of every other op (GEMMs excluded), grouped by name: where the non-GEMM time goes.
     for event in prof.key_averages():
         if event.key not in GEMM_OPS:
             others[event.key] += event.self_cpu_time_total / 1e6
@@ -133,7 +174,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--vocab_size", type=int, default=30522)
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--seq_len", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=6, help="Timed (unprofiled) steps, in two halves around the profile.")
+    parser.add_argument("--steps", type=int, default=6, help="Timed steps (without the op timer), in two halves around the op-timed step.")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--replay_repeats", type=int, default=5, help="Timed calls per distinct GEMM shape.")
     parser.add_argument("--gemm_size", type=int, default=4096)
@@ -178,8 +219,8 @@ def main(argv: list[str] | None = None) -> dict:
         step(batches[i % len(batches)])
     half = max(1, args.steps // 2)
     timed_steps(half, 0)
-    print(f"[{args.preset}] profiling one step ...", flush=True)
-    profiled_wall, gemms, others, gemm_seconds_in_step = profile_step(step, batches[0])
+    print(f"[{args.preset}] timing the ops of one step ...", flush=True)
+    timed_wall, gemms, others, gemm_seconds_in_step = (profile_step if args.compile else time_ops)(step, batches[0])
     timed_steps(max(1, args.steps - half), half)
 
     print(f"[{args.preset}] replaying {len(gemms)} distinct GEMM shapes alone ...", flush=True)
@@ -196,18 +237,22 @@ def main(argv: list[str] | None = None) -> dict:
 
     step_s = statistics.median(step_times)
     gemm_rate = statistics.median(gemm_rates)
-    gemm_share = gemm_seconds_in_step / profiled_wall
+    gemm_share = gemm_seconds_in_step / timed_wall
     top_others = sorted(others.items(), key=lambda kv: -kv[1])[:12]
+    outside_ops = timed_wall - gemm_seconds_in_step - sum(others.values())
     result = {
         "command": "python benchmarks/bench_step_ceiling.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": machine | {"load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
-        "preset": args.preset, "compiled": args.compile, "gemm_size": args.gemm_size, "batch_size": args.batch_size, "seq_len": args.seq_len, "vocab_size": args.vocab_size,
+        "preset": args.preset, "compiled": args.compile,
+        "op_timer": "torch.profiler" if args.compile else "dispatch mode", "gemm_size": args.gemm_size, "batch_size": args.batch_size, "seq_len": args.seq_len, "vocab_size": args.vocab_size,
         "useful_flops_per_step": useful,
         "executed_gemm_flops_per_step": executed_flops,
         "gemm_rate_flops": {"median": gemm_rate, "best": max(gemm_rates), "samples": gemm_rates},
         "step_s": {"median": step_s, "samples": step_times},
-        "profiled_step_s": profiled_wall,
-        "gemm_s_in_profiled_step": gemm_seconds_in_step,
+        "op_timed_step_s": timed_wall,
+        "gemm_s_in_op_timed_step": gemm_seconds_in_step,
+        "other_ops_s_in_op_timed_step": sum(others.values()),
+        "outside_ops_s_in_op_timed_step": outside_ops,
         "gemm_share_of_step": gemm_share,
         "gemm_s_alone": isolated_seconds,
         "reached_fraction": useful / step_s / gemm_rate,
@@ -234,20 +279,24 @@ def markdown(r: dict) -> str:
         f"Command: `{r['command'].strip()}` (wall time {r['wall_s']:.0f} s).",
         "",
         f"Dense fp32 GEMM ({r.get('gemm_size', 4096)}² `torch.mm`) in this run: median {rate['median'] / 1e9:.0f} GFLOP/s, "
-        f"best {rate['best'] / 1e9:.0f} ({len(rate['samples'])} samples).",
+        f"best {rate['best'] / 1e9:.0f} ({len(rate['samples'])} samples). Op times of one step from "
+        + ("`torch.profiler` (compiled kernels bypass a dispatch mode)." if r.get("op_timer") == "torch.profiler"
+           else "a dispatch-mode timer (each aten call's wall time; see the script's docstring for why not the profiler)."),
         "",
         "| quantity | value |",
         "|---|---:|",
         f"| useful FLOPs per step (`useful_flops`) | {r['useful_flops_per_step'] / 1e9:.1f} G |",
-        f"| FLOPs the step's GEMMs executed (profiled shapes) | {r['executed_gemm_flops_per_step'] / 1e9:.1f} G |",
-        f"| step time (median, unprofiled) | {r['step_s']['median']:.3f} s |",
-        f"| GEMM time inside the profiled step | {r['gemm_s_in_profiled_step']:.3f} s of {r['profiled_step_s']:.3f} s ({100 * r['gemm_share_of_step']:.0f}%) |",
+        f"| FLOPs the step's GEMMs executed (timed shapes) | {r['executed_gemm_flops_per_step'] / 1e9:.1f} G |",
+        f"| step time (median, without the op timer) | {r['step_s']['median']:.3f} s |",
+        f"| GEMM time inside the op-timed step | {r['gemm_s_in_op_timed_step']:.3f} s of {r['op_timed_step_s']:.3f} s ({100 * r['gemm_share_of_step']:.0f}%) |",
+        f"| other aten ops in that step | {r['other_ops_s_in_op_timed_step']:.3f} s |",
+        f"| outside any aten op (Python, autograd engine, numba dropout masks, the timer's own cost) | {r['outside_ops_s_in_op_timed_step']:.3f} s |",
         f"| the same GEMMs replayed alone | {r['gemm_s_alone']:.3f} s |",
         f"| **reached**: useful FLOP/s / GEMM rate | **{100 * r['reached_fraction']:.1f}%** |",
         f"| GEMMs inside the step: executed FLOP/s / GEMM rate | {100 * r['gemm_in_step_fraction']:.1f}% |",
         f"| **ceiling**: useful FLOPs / (GEMMs alone) / GEMM rate | **{100 * r['ceiling_fraction']:.1f}%** |",
         "",
-        "Where the non-GEMM time goes (self CPU time in the profiled step, top ops):",
+        "Where the other ops' time goes (wall time per op in the op-timed step, top ops):",
         "",
         "| op | s |",
         "|---|---:|",

@@ -29,11 +29,15 @@ def test_bench_step_ceiling_smoke(tmp_path):
     saved = json.loads((tmp_path / "smoke.json").read_text())
     assert (tmp_path / "smoke.md").read_text().startswith("# Ceiling of the ELECTRA pre-training step (tiny")
     assert saved["useful_flops_per_step"] == report["useful_flops_per_step"]
-    # The FLOP count bench_pretrain_step reports is the one the profiled GEMMs actually executed:
+    # The FLOP count bench_pretrain_step reports is the one the timed GEMMs actually executed:
     # both encoders' dense layers and attention, forward and backward, the head only at masked positions.
     assert saved["executed_gemm_flops_per_step"] == pytest.approx(saved["useful_flops_per_step"], rel=0.02)
     assert len(saved["step_s"]["samples"]) == 2 and saved["step_s"]["median"] > 0
-    assert 0 < saved["gemm_s_in_profiled_step"] < saved["profiled_step_s"]
+    assert 0 < saved["gemm_s_in_op_timed_step"] < saved["op_timed_step_s"]
+    # Each op is timed once (no nesting), so GEMMs and the other ops fit inside the step's wall time.
+    assert saved["gemm_s_in_op_timed_step"] + saved["other_ops_s_in_op_timed_step"] <= saved["op_timed_step_s"]
+    assert saved["outside_ops_s_in_op_timed_step"] == pytest.approx(
+        saved["op_timed_step_s"] - saved["gemm_s_in_op_timed_step"] - saved["other_ops_s_in_op_timed_step"])
     assert saved["gemm_s_alone"] > 0 and saved["ceiling_fraction"] > 0 and saved["reached_fraction"] > 0
     ops = {row["op"] for row in saved["gemm_shapes"]}
     assert {"aten::mm", "aten::addmm", "aten::bmm"} <= ops

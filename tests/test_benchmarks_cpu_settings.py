@@ -25,6 +25,7 @@ def test_candidate_variants_cover_the_settings_and_name_what_is_missing(monkeypa
     assert variants["glibc_returns_memory"]["keep_freed_memory"] is False
     assert variants["omp_spin"]["env"] == {"GOMP_SPINCOUNT": "10000000"}
     assert variants["omp_passive"]["env"] == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert variants["omp_bind"]["env"] == {"OMP_PROC_BIND": "close", "OMP_PLACES": "cores"}
     assert set(skipped) == {"jemalloc", "tcmalloc"} and "--preload" in skipped["jemalloc"]
 
     variants, skipped = bench_cpu_settings.candidate_variants({"jemalloc": "/opt/libjemalloc.so.2", "mimalloc": "/x/libmimalloc.so"})
