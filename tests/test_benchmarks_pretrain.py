@@ -29,6 +29,8 @@ def test_bench_pretrain_step_smoke(tmp_path):
         assert row["timed_steps"] == 4, variant
         raw = next(case for case in saved["raw"] if case["preset"] == "tiny")["variants"][variant]
         assert len(raw["step_s"]) == 4 and len(raw["rounds"]) == 2
+        # ... but it ran: 1 warm-up step, then 2 rounds of (1 untimed + 2 timed) steps.
+        assert raw["steps_run"] == 1 + 2 * (1 + 2), variant
         assert 0 < row["fraction_of_gemm_paired"] < 5 and row["peak_rss_gb"] > 0
         assert row["useful_gflop_per_step"] > 0 and row["final_loss"] is not None
     assert rows["naive"]["speedup_vs_naive"] == 1.0 and rows["electra_hf"]["speedup_vs_naive"] > 0
