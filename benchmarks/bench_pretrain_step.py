@@ -21,9 +21,9 @@ after the other, then timed in interleaved rounds (round r runs `--steps` steps 
 a rotated order), so that a noisy, shared machine slows every variant alike. Each round starts with
 `--round_warmup` untimed steps per variant: the variant that ran before has just worked for
 seconds in another process (evicting this one's weights and activations from the caches, its
-OpenMP threads asleep), which a training loop, stepping back to back, never sees. (The GEMM sample
-taken before a round's steps comes before these untimed steps.) The machine's dense GEMM throughput (`torch.mm`
-of two n×n matrices) is measured in the same run, between rounds.
+OpenMP threads asleep), which a training loop, stepping back to back, never sees. The machine's
+dense GEMM throughput (`torch.mm` of two n×n matrices) is measured in the same run, just before
+(ahead of the untimed steps) and after each variant's steps.
 
 Useful FLOPs per step are counted explicitly from the configuration (the same for every variant):
 6 · (dense matmul weights of both encoders and the discriminator head) · tokens
@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import multiprocessing as mp
 import os
 import platform
@@ -371,7 +370,7 @@ def worker(conn, spec: dict) -> None:
         configure_cpu_training()
     baseline_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     try:
-        run, spec_losses = _build_and_warm_up(conn, spec, device)
+        run, spec_losses, batches = _build_and_warm_up(conn, spec, device)
     except Exception:  # noqa: BLE001 -- the parent reports the variant as failed and goes on
         import traceback
 
@@ -387,12 +386,29 @@ def worker(conn, spec: dict) -> None:
                      "baseline_rss_bytes": baseline_rss, "losses": spec_losses}
             if device == "cuda":
                 stats["cuda_max_allocated_bytes"] = torch.cuda.max_memory_allocated()
-            stats["masked_per_step"] = run.masked_per_step
+            stats["masked_per_step"] = masked_per_step(batches)
             stats["steps_run"] = run.steps_run()  # warm-up, untimed and timed: checks the bookkeeping
             conn.send(stats)
         else:
             conn.close()
             return
+
+
+def masked_per_step(batches: list[dict]) -> float:
+    """Mean number of masked positions (labels ≠ -100) per batch: the generator head's rows."""
+    return sum(int((b["labels"] != IGNORE_INDEX).sum()) for b in batches) / len(batches)
+
+
+def pipelined_seconds(step, batches: list[dict], n: int, first: int = 0):
+    """(mean seconds per step, last loss) of `n` CUDA steps queued back to back, as a training loop
+    runs them: the host waits once, at the end (a sync after every step would leave the GPU idle
+    while the host launches the next step's first kernels). Batches cycle from index `first`."""
+    sync("cuda")
+    start = time.perf_counter()
+    for i in range(n):
+        loss = step(batches[(first + i) % len(batches)])
+    sync("cuda")
+    return (time.perf_counter() - start) / n, loss
 
 
 def _build_and_warm_up(conn, spec: dict, device: str):
@@ -417,18 +433,11 @@ def _build_and_warm_up(conn, spec: dict, device: str):
         for _ in range(untimed):  # back in a steady state after another process had the machine
             step(batches[counter % len(batches)])
             counter += 1
-        if device == "cuda":
-            # Pipelined, as a training loop runs: the host queues step after step and waits once, at
-            # the end (a sync after every step would leave the GPU idle while the host launches the
-            # next step's first kernels). Each step gets the mean.
-            sync(device)
-            start = time.perf_counter()
-            for _ in range(n):
-                loss = step(batches[counter % len(batches)])
-                counter += 1
-            sync(device)
+        if device == "cuda":  # pipelined; each step gets the mean
+            mean, loss = pipelined_seconds(step, batches, n, counter)
+            counter += n
             spec_losses.append(float(loss.detach()))
-            return [(time.perf_counter() - start) / n] * n
+            return [mean] * n
         times = []
         for _ in range(n):
             batch = batches[counter % len(batches)]
@@ -442,13 +451,11 @@ def _build_and_warm_up(conn, spec: dict, device: str):
         return times
 
     spec_losses: list[float] = []
-    masked = [int((b["labels"] != IGNORE_INDEX).sum()) for b in batches]
-    run.masked_per_step = sum(masked) / len(masked)
     run.steps_run = lambda: counter
     start = time.perf_counter()
     warmup_times = run(spec["warmup"])
     conn.send({"ready": True, "warmup_s": time.perf_counter() - start, "warmup_step_s": warmup_times})
-    return run, spec_losses
+    return run, spec_losses, batches
 
 
 # --------------------------------------------------------------------------------------------
@@ -661,7 +668,7 @@ def nvidia_comparison(report: dict) -> list[str]:
             f"{NVIDIA_ELECTRA_BASE_A100_SEQ_PER_S:.0f} sequences/s on one A100 (AMP, sequence 128): {ratio:.2f}×")
     sheet = report.get("datasheet_peak")
     if sheet:
-        a100 = dict((label, peaks) for _, peaks, label in DATASHEET_PEAK_TFLOPS)["A100"]["bf16"]
+        a100 = datasheet_peak("A100")[0]["bf16"]
         per_peak = ratio * a100 / sheet["tflops"]["bf16"]
         text += (f", or {per_peak:.2f}× per datasheet bf16 FLOP/s ({sheet['gpu']} {sheet['tflops']['bf16']:.0f} vs "
                  f"A100 {a100:.0f} TFLOP/s)")

@@ -52,6 +52,7 @@ from bench_pretrain_step import (  # noqa: E402  (a sibling script, not a packag
     build_electra_hf,
     describe_machine,
     make_batches,
+    masked_per_step,
     measure_gemm,
     useful_flops,
     write_report,
@@ -199,8 +200,7 @@ def main(argv: list[str] | None = None) -> dict:
     machine = describe_machine("cpu", torch.get_num_threads())
     config = build_config(args.preset, args.vocab_size, args.seq_len)
     batches = make_batches(config, args.batch_size, args.seq_len, 4, args.seed)
-    masked_per_step = statistics.mean(float((b["labels"] != -100).sum()) for b in batches)
-    useful = useful_flops(config, args.batch_size, args.seq_len, masked_per_step)["total"]
+    useful = useful_flops(config, args.batch_size, args.seq_len, masked_per_step(batches))["total"]
     torch.manual_seed(args.seed)
     step = build_electra_hf(config, "cpu", "fp32", "sdpa", lr=5e-4, total_steps=1_000_000, warmup=10_000,
                             compile_model=args.compile)

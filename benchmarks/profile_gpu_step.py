@@ -59,33 +59,21 @@ def sync_sites(step, batch) -> list[dict]:
         found.append({"message": str(message)[:200], "site": f"{site.filename}:{site.lineno}" if site else "?",
                       "stack": caller})
 
-    previous = warnings.showwarning
-    warnings.showwarning = record
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("always")
-            warnings.showwarning = record
-            torch.cuda.set_sync_debug_mode("warn")
-            try:
-                step(batch)
-            finally:
-                torch.cuda.set_sync_debug_mode(0)
-            torch.cuda.synchronize()
-    finally:
-        warnings.showwarning = previous
+    with warnings.catch_warnings():  # restores showwarning and the filters on exit
+        warnings.simplefilter("always")
+        warnings.showwarning = record
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            step(batch)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+        torch.cuda.synchronize()
     return found
 
 
 def pipelined_ms(step, batches, n: int = 20) -> float:
     """Mean milliseconds per step over `n` steps queued back to back, one sync at the end."""
-    import torch
-
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for i in range(n):
-        step(batches[i % len(batches)])
-    torch.cuda.synchronize()
-    return 1e3 * (time.perf_counter() - start) / n
+    return 1e3 * bench.pipelined_seconds(step, batches, n)[0]
 
 
 def interleaved_timing(step, sections: dict, rounds: int) -> dict:
@@ -166,8 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
                     "machine": bench.describe_machine("cuda", torch.get_num_threads()),
                     "preset": args.preset, "precision": args.precision, "batch_size": args.batch_size,
                     "seq_len": args.seq_len, "compile": args.compile}
-    flops = bench.useful_flops(config, args.batch_size, args.seq_len,
-                               sum(int((b["labels"] != -100).sum()) for b in batches) / len(batches))["total"]
+    flops = bench.useful_flops(config, args.batch_size, args.seq_len, bench.masked_per_step(batches))["total"]
     report["useful_gflop_per_step"] = flops / 1e9
     sections = {"with_attention_mask": batches, "without_attention_mask": unmasked}
     for label, data in sections.items():
