@@ -12,7 +12,7 @@ the dataclasses below (official ELECTRA-Small defaults).
 
 from __future__ import annotations
 
-import contextlib
+import itertools
 import json
 import logging
 import math
@@ -22,24 +22,27 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+import datasets
 import torch
 from accelerate import DataLoaderConfiguration
 from accelerate.utils import DistributedType, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import HfArgumentParser
+from transformers import AutoModel, HfArgumentParser
 
 from electra_hf import data as electra_data
 from electra_hf.collator import DataCollatorForElectra
 from electra_hf.configuration import PRESETS, ElectraPretrainingConfig
 from electra_hf.export import export_pretrained
 from electra_hf.hub import push_exports_to_hub
-from electra_hf.modeling import ElectraForRTDPretraining, compile_for_training, configure_cpu_training
+from electra_hf.modeling import ElectraForRTDPretraining
 from electra_hf.optimization import ElectraAdamW, build_scheduler, parameter_groups
+from electra_hf.performance import compile_for_training, configure_cpu_training, training_attn_implementation
 from electra_hf.plotting import plot_pretraining_curves
 from electra_hf.training import (
     NonFiniteGuard,
     build_accelerator,
+    enable_activation_checkpointing,
     flatten_for_trackers,
     is_cpu_launch,
     read_training_state,
@@ -53,33 +56,36 @@ logger = logging.getLogger("train_pretrain")
 
 @dataclass
 class ModelArguments:
-    """The model: a preset, optionally overridden field by field (None = keep the preset's value)."""
+    """The model: a preset or a saved config, with any field overridden (None = keep its value)."""
 
     preset: str = field(default="small", metadata={"help": f"Model size preset: one of {sorted(PRESETS)}."})
     config_name_or_path: str | None = field(
-        default=None, metadata={"help": "An ElectraPretrainingConfig (folder or config.json) instead of a preset."}
+        default=None, metadata={"help": "An ElectraPretrainingConfig (folder or config.json) instead of a preset; "
+                                        "the flags below override its fields."}
     )
-    objective: str = field(default="electra", metadata={"help": "'electra' (replaced token detection) or 'mlm' (BERT baseline)."})
-    embedding_sharing: str = field(default="all", metadata={"help": "'all' (official), 'word', 'none' or 'gdes'."})
+    objective: str | None = field(default=None, metadata={"help": "'electra' (replaced token detection; default) or 'mlm' (BERT baseline)."})
+    embedding_sharing: str | None = field(default=None, metadata={"help": "'all' (official, default), 'word', 'none' or 'gdes'."})
     generator_size_ratio: float | None = field(default=None, metadata={"help": "Generator width / discriminator width (preset: 1/4 Small, 1/3 Base)."})
     mask_prob: float | None = field(default=None, metadata={"help": "Fraction of tokens selected for prediction (preset: 0.15; 0.25 Large)."})
-    mask_token_prob: float = field(default=0.85, metadata={"help": "Of the selected tokens, fraction replaced by [MASK]."})
-    random_token_prob: float = field(default=0.0, metadata={"help": "Of the selected tokens, fraction replaced by a random token (official 0)."})
+    mask_token_prob: float | None = field(default=None, metadata={"help": "Of the selected tokens, fraction replaced by [MASK] (official 0.85)."})
+    random_token_prob: float | None = field(default=None, metadata={"help": "Of the selected tokens, fraction replaced by a random token (official 0)."})
     max_predictions_per_seq: int | None = field(default=None, metadata={"help": "Cap N on selected tokens per sequence (default int((p+0.005)*len))."})
-    generator_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the generator's MLM loss."})
-    discriminator_loss_weight: float = field(default=50.0, metadata={"help": "Weight of the discriminator's loss (official 50)."})
-    sampling_temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
-    sampling_method: str = field(default="categorical", metadata={"help": "'gumbel' (official Gumbel-max) or 'categorical' (exact inverse-CDF sampler of the same distribution, cheaper on CPU)."})
+    generator_loss_weight: float | None = field(default=None, metadata={"help": "Weight of the generator's MLM loss (official 1)."})
+    discriminator_loss_weight: float | None = field(default=None, metadata={"help": "Weight of the discriminator's loss (official 50)."})
+    sampling_temperature: float | None = field(default=None, metadata={"help": "Sampling temperature (official 1)."})
+    sampling_method: str | None = field(default=None, metadata={"help": "'gumbel' (official Gumbel-max) or 'categorical' (default: an exact inverse-CDF sampler of the same distribution, cheaper)."})
     hidden_size: int | None = field(default=None, metadata={"help": "Override the discriminator hidden size."})
     embedding_size: int | None = field(default=None, metadata={"help": "Override the embedding size."})
     num_hidden_layers: int | None = field(default=None, metadata={"help": "Override the number of layers."})
     num_attention_heads: int | None = field(default=None, metadata={"help": "Override the number of attention heads."})
     intermediate_size: int | None = field(default=None, metadata={"help": "Override the FFN size."})
-    hidden_dropout_prob: float = field(default=0.1, metadata={"help": "Dropout (hidden)."})
-    attention_probs_dropout_prob: float = field(default=0.1, metadata={"help": "Dropout (attention)."})
-    attn_implementation: str = field(default="sdpa", metadata={"help": "'sdpa' (fastest available) or 'eager'."})
-    gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations in backward (less memory, ~30% slower)."})
-    torch_compile: bool = field(default=False, metadata={"help": "Compile the training forward and backward with torch.compile (electra_hf.modeling.compile_for_training)."})
+    hidden_dropout_prob: float | None = field(default=None, metadata={"help": "Dropout on hidden states (official 0.1)."})
+    attention_probs_dropout_prob: float | None = field(default=None, metadata={"help": "Dropout on attention probabilities (official 0.1)."})
+    attn_implementation: str | None = field(default=None, metadata={
+        "help": "transformers' attention: 'sdpa', 'eager', or any registered name. None: 'electra_hf_cpu' on a CPU "
+                "(eager attention with cheaper dropout masks, electra_hf.performance) and 'sdpa' elsewhere."})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations in backward (less memory, about a third slower)."})
+    torch_compile: bool = field(default=False, metadata={"help": "Compile the training forward and backward with torch.compile (electra_hf.performance.compile_for_training)."})
     torch_compile_scope: str = field(default="layers", metadata={
         "help": "With --torch_compile: 'layers' (each transformer layer and embedding block; checked to train on a CPU and "
                 "a GPU) or 'model' (the whole training forward and backward as one graph; with --torch_compile_mode "
@@ -174,42 +180,41 @@ def apply_demo_defaults(model_args, data_args, train_args, argv: list[str]) -> b
     return True
 
 
-def build_config(model_args: ModelArguments, data_args, vocab_size: int) -> ElectraPretrainingConfig:
-    rtd_fields = dict(
-        objective=model_args.objective,
-        embedding_sharing=model_args.embedding_sharing,
-        mask_token_prob=model_args.mask_token_prob,
-        random_token_prob=model_args.random_token_prob,
-        generator_loss_weight=model_args.generator_loss_weight,
-        discriminator_loss_weight=model_args.discriminator_loss_weight,
-        sampling_temperature=model_args.sampling_temperature,
-        sampling_method=model_args.sampling_method,
-        max_seq_length=data_args.max_seq_length,
-        max_predictions_per_seq=model_args.max_predictions_per_seq,
-        generator_size_ratio=model_args.generator_size_ratio,
-        mask_prob=model_args.mask_prob,
-    )
+# ModelArguments fields that override fields of the pre-training config.
+CONFIG_OVERRIDES = (
+    "objective", "embedding_sharing", "generator_size_ratio", "mask_prob", "mask_token_prob", "random_token_prob",
+    "max_predictions_per_seq", "generator_loss_weight", "discriminator_loss_weight", "sampling_temperature",
+    "sampling_method", "hidden_size", "embedding_size", "num_hidden_layers", "num_attention_heads",
+    "intermediate_size", "hidden_dropout_prob", "attention_probs_dropout_prob",
+)
+
+
+def base_config_max_seq_length(model_args: ModelArguments) -> int:
+    """The sequence length of the preset or saved config, for a run that does not set --max_seq_length."""
     if model_args.config_name_or_path:
-        config = ElectraPretrainingConfig.from_pretrained(model_args.config_name_or_path)
-        if config.vocab_size != vocab_size:
-            raise ValueError(
-                f"--config_name_or_path {model_args.config_name_or_path} has vocab_size {config.vocab_size} but the "
-                f"tokenizer has {vocab_size} tokens; use the tokenizer the config was made for (--tokenizer_name_or_path)"
-            )
-        return config
-    return ElectraPretrainingConfig.from_preset(
-        model_args.preset,
-        vocab_size=vocab_size,
-        hidden_size=model_args.hidden_size,
-        embedding_size=model_args.embedding_size,
-        num_hidden_layers=model_args.num_hidden_layers,
-        num_attention_heads=model_args.num_attention_heads,
-        intermediate_size=model_args.intermediate_size,
-        hidden_dropout_prob=model_args.hidden_dropout_prob,
-        attention_probs_dropout_prob=model_args.attention_probs_dropout_prob,
-        max_position_embeddings=max(512, data_args.max_seq_length),
-        **rtd_fields,
-    )
+        return ElectraPretrainingConfig.from_pretrained(model_args.config_name_or_path).max_seq_length
+    return PRESETS[model_args.preset].get("max_seq_length", 128)
+
+
+def build_config(model_args: ModelArguments, data_args, vocab_size: int) -> ElectraPretrainingConfig:
+    """The preset or saved config, with every model flag the user set and the data's sequence length."""
+    overrides = {name: getattr(model_args, name) for name in CONFIG_OVERRIDES}
+    overrides["max_seq_length"] = data_args.max_seq_length
+    if not model_args.config_name_or_path:
+        return ElectraPretrainingConfig.from_preset(model_args.preset, vocab_size=vocab_size, **overrides)
+    config = ElectraPretrainingConfig.from_pretrained(model_args.config_name_or_path)
+    if config.vocab_size != vocab_size:
+        raise ValueError(
+            f"--config_name_or_path {model_args.config_name_or_path} has vocab_size {config.vocab_size} but the "
+            f"tokenizer has {vocab_size} tokens; use the tokenizer the config was made for (--tokenizer_name_or_path)"
+        )
+    positions = config.discriminator_config.max_position_embeddings
+    if data_args.max_seq_length > positions:
+        raise ValueError(
+            f"--max_seq_length {data_args.max_seq_length} exceeds the {positions} positions of "
+            f"--config_name_or_path {model_args.config_name_or_path} (max_position_embeddings)"
+        )
+    return config.with_overrides(**overrides)
 
 
 EVAL_SUMS = ("generator_loss", "generator_correct", "masked", "discriminator_loss", "discriminator_correct",
@@ -244,7 +249,7 @@ def per_example_sums(out, batch) -> torch.Tensor:
     return torch.stack([c.double() for c in columns], dim=1)
 
 
-def evaluate(model, dataloader, collator, accelerator, max_batches: int | None, seed: int) -> dict[str, float]:
+def evaluate(model, dataloader, collator, accelerator, seed: int) -> dict[str, float]:
     """Losses/accuracies over the validation split (each example counted once, token-weighted)
     and the discriminator's ROC AUC.
 
@@ -265,12 +270,7 @@ def evaluate(model, dataloader, collator, accelerator, max_batches: int | None, 
     devices = [accelerator.device.index or 0] if accelerator.device.type == "cuda" else []
     with torch.no_grad(), torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed + accelerator.process_index)
-        for step, batch in enumerate(dataloader):
-            if max_batches is not None and step >= max_batches:
-                # Leaving a prepared loader early leaves it registered as Accelerate's active loader
-                # (its end-of-data flag drives gradient sync): unregister it.
-                getattr(dataloader, "end", lambda: None)()
-                break
+        for batch in dataloader:
             out = model(**batch)
             sums = accelerator.gather_for_metrics(per_example_sums(out, batch))
             totals += sums.sum(0).cpu()
@@ -303,6 +303,14 @@ def evaluate(model, dataloader, collator, accelerator, max_batches: int | None, 
     return metrics
 
 
+def first_examples(dataset, count: int):
+    """The first `count` examples of a data set, as a map-style data set (a stream is read once)."""
+    if not hasattr(dataset, "__len__"):
+        return datasets.Dataset.from_list(list(itertools.islice(dataset, count)))
+    indices = range(min(count, len(dataset)))
+    return dataset.select(indices) if hasattr(dataset, "select") else torch.utils.data.Subset(dataset, indices)
+
+
 def check_resume_batch(state: dict, train_args, num_processes: int, checkpoint: Path) -> None:
     """A run may resume on another number of processes, but only with the same global batch.
 
@@ -324,46 +332,23 @@ def check_resume_batch(state: dict, train_args, num_processes: int, checkpoint: 
         )
 
 
-@contextlib.contextmanager
-def single_process_construction(accelerator):
-    """Build/save models on one process while a ZeRO-3 DeepSpeed config is active.
-
-    Accelerate registers the DeepSpeed config with transformers whenever ZeRO-3 is selected,
-    whatever `zero3_init_flag` says; transformers then builds every model (`_from_config`,
-    `from_pretrained`) inside `deepspeed.zero.Init`, whose collectives hang when only the main
-    process runs them (as for the exports). Unregistered here, re-registered afterwards.
-    """
-    plugin = accelerator.state.deepspeed_plugin if accelerator.distributed_type == DistributedType.DEEPSPEED else None
-    if plugin is None:
-        yield
-        return
-    from transformers.integrations import set_hf_deepspeed_config, unset_hf_deepspeed_config
-
-    unset_hf_deepspeed_config()
-    try:
-        yield
-    finally:
-        if getattr(plugin, "dschf", None) is not None:
-            set_hf_deepspeed_config(plugin.dschf)
-
-
-def full_model(accelerator, model, config, attn_implementation: str):
+def full_model(accelerator, model, config):
     """The whole pre-training model with all its weights, on the main process (None elsewhere).
 
     A collective: call it on every process. Under DeepSpeed ZeRO-3 or FSDP the prepared model only
     holds this process's shard (the unwrapped module's parameters are empty), so the full state
-    dict is gathered with `accelerator.get_state_dict` and loaded into a fresh CPU model.
+    dict is gathered with `accelerator.get_state_dict` and loaded into a fresh CPU model. The model
+    is built by its constructor, which (unlike `from_config`) never partitions it with ZeRO-3.
     """
     if accelerator.distributed_type not in (DistributedType.DEEPSPEED, DistributedType.FSDP):
         return accelerator.unwrap_model(model) if accelerator.is_main_process else None
     state_dict = accelerator.get_state_dict(model)
     if not accelerator.is_main_process:
         return None
-    with single_process_construction(accelerator):
-        fresh = ElectraForRTDPretraining._from_config(config, attn_implementation=attn_implementation)
+    fresh = ElectraForRTDPretraining(config)
     state_dict = {key: value.float() if value.is_floating_point() else value for key, value in state_dict.items()}
     missing, unexpected = fresh.load_state_dict(state_dict, strict=False)
-    missing = set(missing) - set(fresh._tied_weights_keys)  # ties: the source key loaded them
+    missing = set(missing) - set(fresh.all_tied_weights_keys)  # ties: the source key loaded them
     if missing or unexpected:
         raise RuntimeError(f"gathered weights do not fit the model: missing {sorted(missing)}, unexpected {sorted(unexpected)}")
     return fresh
@@ -406,18 +391,21 @@ def main(argv: list[str] | None = None) -> dict:
                 "--overwrite_output_dir to start a new run there"
             )
     set_seed(train_args.seed)
+    if data_args.max_seq_length is None:
+        data_args.max_seq_length = base_config_max_seq_length(model_args)
 
     # ---- data: read, tokenizer, official example builder (prepared once, cached on disk) ----
     with accelerator.main_process_first():
         raw_datasets = electra_data.load_raw_datasets(data_args)
         tokenizer = electra_data.load_or_train_tokenizer(data_args, raw_datasets)
-        datasets = electra_data.build_pretraining_datasets(data_args, tokenizer, raw_datasets)
-    train_dataset, eval_dataset = datasets["train"], datasets.get("validation")
+        examples = electra_data.build_pretraining_datasets(data_args, tokenizer, raw_datasets)
+    train_dataset, eval_dataset = examples["train"], examples.get("validation")
 
     config = build_config(model_args, data_args, vocab_size=len(tokenizer))
-    model = ElectraForRTDPretraining._from_config(config, attn_implementation=model_args.attn_implementation)
+    attn_implementation = training_attn_implementation(model_args.attn_implementation, on_cpu=use_cpu)
+    model = AutoModel.from_config(config, attn_implementation=attn_implementation)
     if model_args.gradient_checkpointing:
-        model.activation_checkpointing_enable()
+        enable_activation_checkpointing(model)
     learning_rate = train_args.learning_rate or DEFAULT_LEARNING_RATE.get(model_args.preset, 5e-4)
 
     def make_collator(seed: int) -> DataCollatorForElectra:
@@ -455,6 +443,9 @@ def main(argv: list[str] | None = None) -> dict:
     eval_dataloader = None
     eval_collator = make_collator(train_args.seed + 1)
     if eval_dataset is not None:
+        if train_args.max_eval_batches is not None:  # the same examples at every evaluation
+            eval_dataset = first_examples(
+                eval_dataset, train_args.max_eval_batches * train_args.per_device_eval_batch_size * accelerator.num_processes)
         eval_dataloader = DataLoader(
             eval_dataset, batch_size=train_args.per_device_eval_batch_size, collate_fn=eval_collator, num_workers=0,
         )
@@ -549,12 +540,11 @@ def main(argv: list[str] | None = None) -> dict:
 
         # DeepSpeed/FSDP: save_state writes the engine's own (sharded) layout; the gathered full
         # weights go next to it so the checkpoint loads with from_pretrained (fine-tuning, exports).
-        whole = full_model(accelerator, model, config, model_args.attn_implementation) if sharded else None
+        whole = full_model(accelerator, model, config) if sharded else None
 
         def extras(folder: Path) -> None:
             if whole is not None:
-                with single_process_construction(accelerator):
-                    whole.save_pretrained(folder)
+                whole.save_pretrained(folder)
             config.save_pretrained(folder)  # config.json next to the weights: loadable for fine-tuning
             tokenizer.save_pretrained(folder)
             (folder / "run_config.json").write_text(json.dumps(run_config, indent=2, default=str))
@@ -562,10 +552,9 @@ def main(argv: list[str] | None = None) -> dict:
         path = save_checkpoint(accelerator, checkpoints_root, completed_steps, training_state(),
                                total_limit=train_args.checkpoints_total_limit, save_extras=extras)
         if train_args.export_every_checkpoint:
-            exportable = whole if sharded else full_model(accelerator, model, config, model_args.attn_implementation)
+            exportable = whole if sharded else full_model(accelerator, model, config)
             if accelerator.is_main_process:
-                with single_process_construction(accelerator):
-                    export_pretrained(exportable, path / "export", tokenizer, {"steps": completed_steps})
+                export_pretrained(exportable, path / "export", tokenizer, {"steps": completed_steps})
         logger.info("checkpoint written: %s", path)
         return whole
 
@@ -617,13 +606,13 @@ def main(argv: list[str] | None = None) -> dict:
                     "train/learning_rate": scheduler.get_last_lr()[0], "train/tokens_per_second": step_tokens / elapsed,
                     "train/tokens_seen": total_tokens, "train/epoch": epoch,
                 }
-                if model_args.objective == "electra":
+                if config.objective == "electra":
                     values.update({"train/discriminator_loss": mean[3], "train/discriminator_accuracy": mean[4],
                                    "train/discriminator_precision": mean[5], "train/discriminator_recall": mean[6]})
                 log_metrics(values, completed_steps)
                 postfix = {"loss": f"{mean[0]:.3f}", "gen": f"{mean[1]:.3f}", "gen_acc": f"{mean[2]:.3f}",
                            "tok/s": f"{step_tokens / elapsed:,.0f}"}
-                if model_args.objective == "electra":
+                if config.objective == "electra":
                     postfix.update({"disc": f"{mean[3]:.4f}", "disc_acc": f"{mean[4]:.3f}"})
                 progress.set_postfix(postfix)
                 window.zero_()
@@ -632,8 +621,7 @@ def main(argv: list[str] | None = None) -> dict:
             if eval_dataloader is not None and (
                 (train_args.eval_steps and completed_steps % train_args.eval_steps == 0) or completed_steps == max_steps
             ):
-                last_eval = evaluate(model, eval_dataloader, eval_collator, accelerator, train_args.max_eval_batches,
-                                     seed=train_args.seed + 1)
+                last_eval = evaluate(model, eval_dataloader, eval_collator, accelerator, seed=train_args.seed + 1)
                 log_metrics({f"eval/{key}": value for key, value in last_eval.items()}, completed_steps)
                 logger.info("step %d eval: %s", completed_steps, {k: round(v, 4) for k, v in last_eval.items()})
 
@@ -653,7 +641,7 @@ def main(argv: list[str] | None = None) -> dict:
     results = {"completed_steps": completed_steps, "tokens_seen": tokens_seen(), "eval": last_eval}
     exports = {}
     # DeepSpeed/FSDP: the full weights the checkpoint just gathered (main process; None elsewhere).
-    final_model = gathered if sharded else full_model(accelerator, model, config, model_args.attn_implementation)
+    final_model = gathered if sharded else full_model(accelerator, model, config)
     if accelerator.is_main_process:
         training_info = {
             "training data": ", ".join(map(str, data_args.train_files)) or f"{data_args.dataset_name} ({data_args.dataset_config_name})",
@@ -664,8 +652,7 @@ def main(argv: list[str] | None = None) -> dict:
             "final_metrics": last_eval,
             "run arguments": {"model": asdict(model_args), "data": asdict(data_args), "training": asdict(train_args)},
         }
-        with single_process_construction(accelerator):
-            exports = export_pretrained(final_model, output_dir / "export", tokenizer, training_info)
+        exports = export_pretrained(final_model, output_dir / "export", tokenizer, training_info)
         plot_pretraining_curves(metrics_file, output_dir / "export" / "loss_curves.png")
         (output_dir / "results.json").write_text(json.dumps(results, indent=2))
         logger.info("exports written: %s", {k: str(v) for k, v in exports.items()})

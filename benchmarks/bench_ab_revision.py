@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import statistics
 import subprocess
 import sys
@@ -73,11 +74,13 @@ def build_step(package, config_dict: dict, attn: str, compile_model: bool = Fals
     configuration = importlib.import_module(f"{package}.configuration")
     config = configuration.ElectraPretrainingConfig(**config_dict)
     torch.manual_seed(0)
-    model = modeling.ElectraForRTDPretraining._from_config(config, attn_implementation=attn)
+    model = modeling.ElectraForRTDPretraining(config)
+    model.set_attn_implementation(attn)
     optimizer = optimization.ElectraAdamW(optimization.parameter_groups(model, 0.01), lr=2e-4, betas=(0.9, 0.999), eps=1e-6)
     scheduler = optimization.build_scheduler("electra", optimizer, 10, 1000)
     if compile_model:
-        model = modeling.compile_for_training(model)
+        home = "performance" if importlib.util.find_spec(f"{package}.performance") else "modeling"
+        model = importlib.import_module(f"{package}.{home}").compile_for_training(model)
     model.train()
     return library_step(model, optimizer, scheduler)
 
@@ -100,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    from electra_hf.modeling import configure_cpu_training
+    from electra_hf.performance import configure_cpu_training
 
     configure_cpu_training()
     started = time.time()

@@ -86,7 +86,7 @@ def child(args) -> None:
     """One variant in this process: build the step, warm up, time `--steps` steps, print the times."""
     import torch
 
-    from electra_hf.modeling import configure_cpu_training
+    from electra_hf.performance import configure_cpu_training
 
     if args.keep_freed_memory:
         configure_cpu_training()

@@ -9,8 +9,11 @@ Variants (same model sizes, batch, sequence length, data and seed):
                  a LambdaLR schedule.
   electra_hf  -- electra_hf's step as train_pretrain.py runs it: Accelerator, ElectraForRTDPretraining
                  forward, accelerator.backward, accelerator.clip_grad_norm_(1.0), ElectraAdamW step,
-                 zero_grad, official schedule, the loop's detached-metric accumulation.
-  compile     -- electra_hf's step with the model wrapped by `electra_hf.modeling.compile_for_training`
+                 zero_grad, official schedule, the loop's detached-metric accumulation; the script's
+                 attention (`electra_hf.performance.CPU_ATTENTION` on a CPU, sdpa elsewhere).
+  electra_hf_sdpa -- opt-in: the same with transformers' sdpa attention, to show what the CPU
+                 attention function is worth.
+  compile     -- electra_hf's step with the model wrapped by `electra_hf.performance.compile_for_training`
                  (torch.compile; opt-in: the first step compiles for minutes on a small CPU).
   naive_tuned_alloc -- opt-in: the naive step in a process given the library's CPU runtime settings
                  (`configure_cpu_training`, which electra_hf's variants use on a CPU), to separate
@@ -53,7 +56,8 @@ import time
 from pathlib import Path
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-VARIANTS = ("naive", "naive_tuned_alloc", "electra_hf", "compile", "compile_model", "compile_model_cudagraphs")
+VARIANTS = ("naive", "naive_tuned_alloc", "electra_hf", "electra_hf_sdpa", "compile", "compile_model",
+            "compile_model_cudagraphs")
 # How each compiled variant calls `compile_for_training`.
 COMPILE_VARIANTS = {
     "compile": {},  # every layer and embedding block compiled (the default scope)
@@ -266,10 +270,10 @@ def make_batches(config, batch_size: int, seq_len: int, count: int, seed: int) -
 def build_naive(config, device: str, precision: str, attn: str, lr: float, total_steps: int, warmup: int):
     """transformers' pieces composed as the existing PyTorch ports do."""
     import torch
-    from transformers import ElectraForMaskedLM, ElectraForPreTraining
+    from transformers import AutoModelForMaskedLM, AutoModelForPreTraining
 
-    generator = ElectraForMaskedLM._from_config(config.generator_config, attn_implementation=attn)
-    discriminator = ElectraForPreTraining._from_config(config.discriminator_config, attn_implementation=attn)
+    generator = AutoModelForMaskedLM.from_config(config.generator_config, attn_implementation=attn)
+    discriminator = AutoModelForPreTraining.from_config(config.discriminator_config, attn_implementation=attn)
     # Share all embeddings (and the generator's output layer), as the official code and the ports do.
     generator.electra.embeddings = discriminator.electra.embeddings
     generator.generator_lm_head.weight = discriminator.electra.embeddings.word_embeddings.weight
@@ -314,11 +318,13 @@ def build_electra_hf(config, device: str, precision: str, attn: str, lr: float, 
     import torch
     from accelerate import Accelerator
 
-    from electra_hf.modeling import ElectraForRTDPretraining, compile_for_training
+    from transformers import AutoModel
+
+    from electra_hf.performance import compile_for_training, training_attn_implementation
     from electra_hf.optimization import ElectraAdamW, build_scheduler, parameter_groups
 
     accelerator = Accelerator(cpu=device == "cpu", mixed_precision="bf16" if precision == "bf16" else "no")
-    model = ElectraForRTDPretraining._from_config(config, attn_implementation=attn)
+    model = AutoModel.from_config(config, attn_implementation=training_attn_implementation(attn, device == "cpu"))
     optimizer = ElectraAdamW(parameter_groups(model, 0.01), lr=lr, betas=(0.9, 0.999), eps=1e-6)
     scheduler = build_scheduler("electra", optimizer, warmup, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -365,7 +371,7 @@ def worker(conn, spec: dict) -> None:
     if device == "cpu" and spec["variant"] != "naive":
         # The library's CPU process settings (allocator; see configure_cpu_training), as a training
         # script using electra_hf applies them at start-up.
-        from electra_hf.modeling import configure_cpu_training
+        from electra_hf.performance import configure_cpu_training
 
         configure_cpu_training()
     baseline_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -418,7 +424,8 @@ def _build_and_warm_up(conn, spec: dict, device: str):
     batches = make_batches(config, spec["batch_size"], spec["seq_len"], spec["num_batches"], spec["seed"])
     batches = [{k: v.to(device) for k, v in b.items()} for b in batches]
     torch.manual_seed(spec["seed"])
-    common = dict(config=config, device=device, precision=spec["precision"], attn=spec["attn"], lr=5e-4,
+    attn = "sdpa" if spec["variant"] in ("naive", "naive_tuned_alloc", "electra_hf_sdpa") else spec["attn"]
+    common = dict(config=config, device=device, precision=spec["precision"], attn=attn, lr=5e-4,
                   total_steps=1_000_000, warmup=10_000)
     if spec["variant"].startswith("naive"):
         step = build_naive(**common)
@@ -600,7 +607,7 @@ def markdown(report: dict) -> str:
         f"Python {m['python']}. Load average at start {m['load_average_at_start']}, at end {report['load_average_at_end']}.",
         "",
         f"Command: `{report['command']}` (wall time {report['wall_time_s']:.0f} s). Batch {report['batch_size']}, "
-        f"sequence {report['seq_len']} (packed, no padding), vocabulary {report['vocab_size']}, attention `{report['attn']}`.",
+        f"sequence {report['seq_len']} (packed, no padding), vocabulary {report['vocab_size']}, attention `{report['attn'] or 'as train_pretrain.py chooses'}`.",
         "",
         f"Dense fp32 GEMM (`torch.mm` {gemm['size']}²) measured in this run: best {gemm['fp32_best_gflops']:.0f} GFLOP/s, "
         f"median {gemm['fp32_median_gflops']:.0f} GFLOP/s, range {min(gemm['fp32_samples_gflops']):.0f}–"
@@ -685,7 +692,9 @@ def parse_args(argv):
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--seq_len", type=int, default=128)
     parser.add_argument("--vocab_size", type=int, default=30522)
-    parser.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
+    parser.add_argument("--attn", default=None, choices=["sdpa", "eager", "electra_hf_cpu"],
+                        help="Attention of the electra_hf variants (default: train_pretrain.py's, electra_hf_cpu on a "
+                             "CPU and sdpa elsewhere); naive and electra_hf_sdpa use sdpa.")
     parser.add_argument("--warmup", type=int, default=2, help="Untimed steps per variant (compile happens here).")
     parser.add_argument("--steps", type=int, default=None, help="Timed steps per variant per round (default on a CPU 2 for Small, 10 for tiny; 20 on a GPU).")
     parser.add_argument("--rounds", type=int, default=3, help="Interleaved rounds.")

@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    from electra_hf.modeling import configure_cpu_training
+    from electra_hf.performance import configure_cpu_training
 
     started = time.perf_counter()
     if args.threads:

@@ -45,7 +45,8 @@ def _gradients(device, scope, mode, loss_name, vocab_size):
     from bench_pretrain_step import make_batches
 
     from electra_hf.configuration import ElectraPretrainingConfig
-    from electra_hf.modeling import ElectraForRTDPretraining, compile_for_training
+    from electra_hf.modeling import ElectraForRTDPretraining
+    from electra_hf.performance import compile_for_training
 
     torch.manual_seed(0)
     config = ElectraPretrainingConfig.from_preset(

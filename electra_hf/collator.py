@@ -97,6 +97,14 @@ class DataCollatorForElectra:
             self.seed = random.SystemRandom().randrange(2**62)
         self._generator = torch.Generator()
 
+    @classmethod
+    def from_config(cls, tokenizer: PreTrainedTokenizerBase, config, **kwargs: Any) -> "DataCollatorForElectra":
+        """The collator of a pre-training config: its masking fields (`mask_prob`,
+        `mask_token_prob`, `random_token_prob`, `max_predictions_per_seq`, `max_seq_length`);
+        `kwargs` set the rest (`seed`, `process_index`, `pad_to_multiple_of`)."""
+        fields = ("mask_prob", "mask_token_prob", "random_token_prob", "max_predictions_per_seq", "max_seq_length")
+        return cls(tokenizer, **{name: getattr(config, name) for name in fields}, **kwargs)
+
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Call before iterating an epoch; `start_batch` = batches skipped when resuming mid-epoch."""
         self.epoch, self.start_batch, self._calls = epoch, start_batch, 0

@@ -20,6 +20,12 @@ from transformers import AutoConfig, ElectraConfig, PreTrainedConfig
 OBJECTIVES = ("electra", "mlm")
 EMBEDDING_SHARING_MODES = ("all", "word", "none", "gdes")
 SAMPLING_METHODS = ("categorical", "gumbel")
+# The pre-training fields of `ElectraPretrainingConfig` (besides the two networks' configs).
+PRETRAINING_FIELDS = (
+    "generator_size_ratio", "objective", "embedding_sharing", "mask_prob", "mask_token_prob", "random_token_prob",
+    "max_seq_length", "max_predictions_per_seq", "generator_loss_weight", "discriminator_loss_weight",
+    "sampling_temperature", "sampling_method", "compute_metrics",
+)
 
 # The official sizes (paper Table 6 / official configure_pretraining.py) and small CPU presets.
 # Each entry: discriminator ElectraConfig fields, generator ratio, RTD fields.
@@ -78,9 +84,7 @@ def derive_generator_config(discriminator_config: ElectraConfig, size_ratio: flo
     """
     if not 0 < size_ratio <= 1:
         raise ValueError(f"generator_size_ratio must be in (0, 1], got {size_ratio}")
-    fields = copy.deepcopy(discriminator_config.to_dict())
-    for key in ("model_type", "transformers_version", "architectures", "_name_or_path"):
-        fields.pop(key, None)
+    fields = _plain_fields(discriminator_config)
     hidden = max(1, int(round(discriminator_config.hidden_size * size_ratio)))
     heads = max(1, int(round(discriminator_config.num_attention_heads * size_ratio)))
     while hidden % heads:  # keep the head size an integer
@@ -134,7 +138,11 @@ class ElectraPretrainingConfig(PreTrainedConfig):
     """
 
     model_type = "electra_pretraining"
+    # transformers >= 5.25 reads `sub_configs_defaults`, 5.17-5.24 `sub_configs` (attention settings
+    # reach the sub-configs through them); `__post_init__` builds the sub-configs itself, before the
+    # base class, which both releases accept.
     sub_configs_defaults = {"discriminator_config": ElectraConfig, "generator_config": ElectraConfig}
+    sub_configs = {"discriminator_config": ElectraConfig, "generator_config": ElectraConfig}
 
     discriminator_config: dict | ElectraConfig | None = None
     generator_config: dict | ElectraConfig | None = None
@@ -156,8 +164,10 @@ class ElectraPretrainingConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         derive_generator = self.generator_config is None
-        if derive_generator:
-            self.generator_config = {}  # placeholder so the base class builds an ElectraConfig
+        for key in ("discriminator_config", "generator_config"):  # a placeholder generator until derived
+            value = getattr(self, key)
+            if not isinstance(value, ElectraConfig):
+                setattr(self, key, ElectraConfig(**(value or {})))
         super().__post_init__(**kwargs)
         self._validate_fields()
         if derive_generator:
@@ -225,10 +235,11 @@ class ElectraPretrainingConfig(PreTrainedConfig):
 
     @classmethod
     def from_preset(cls, name: str, vocab_size: int | None = None, **overrides: Any) -> "ElectraPretrainingConfig":
-        """Build a preset ("tiny", "mini", "small", "small++", "base", "large").
+        """Build a preset ("tiny", "mini", "small", "small++", "base", "large"), then `with_overrides`.
 
         `overrides` may hold top-level fields (`mask_prob=...`) and discriminator fields
-        (`hidden_size=...`, `num_hidden_layers=...`); unknown names raise `ValueError`.
+        (`hidden_size=...`, `num_hidden_layers=...`); None values are ignored, unknown names raise
+        `ValueError`. The position table holds at least 512 positions (and `max_seq_length`).
         """
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
@@ -236,19 +247,48 @@ class ElectraPretrainingConfig(PreTrainedConfig):
         discriminator_fields = preset.pop("discriminator")
         if vocab_size is not None:
             discriminator_fields["vocab_size"] = vocab_size
-        electra_fields = set(ElectraConfig.default_config_fields()) if hasattr(ElectraConfig, "default_config_fields") else set()
-        own_fields = set(cls.__dataclass_fields__)
+        length = overrides.get("max_seq_length") or preset.get("max_seq_length", 128)
+        discriminator_fields["max_position_embeddings"] = max(512, length)
+        config = cls(discriminator_config=ElectraConfig(**discriminator_fields), **preset)
+        return config.with_overrides(**overrides)
+
+    def with_overrides(self, **overrides: Any) -> "ElectraPretrainingConfig":
+        """A new config with `overrides` applied (None values ignored); this one is unchanged.
+
+        Top-level names set pre-training fields, other `ElectraConfig` names set the discriminator.
+        What was derived stays derived: a generator made from `generator_size_ratio` is made again
+        from the new discriminator and ratio, and a `max_predictions_per_seq` given by the official
+        formula is recomputed from the new `mask_prob` and `max_seq_length`.
+        """
+        overrides = {key: value for key, value in overrides.items() if value is not None}
+        if not overrides:
+            return self
+        top = {name: getattr(self, name) for name in PRETRAINING_FIELDS}
+        discriminator = _plain_fields(self.discriminator_config)
         for key, value in overrides.items():
-            if value is None:
-                continue
-            if key in own_fields:
-                preset[key] = value
-            elif key in electra_fields or hasattr(ElectraConfig(), key):
-                discriminator_fields[key] = value
+            if key in PRETRAINING_FIELDS:
+                top[key] = value
+            elif hasattr(self.discriminator_config, key):
+                discriminator[key] = value
             else:
                 raise ValueError(f"unknown configuration field {key!r} (neither a pre-training nor an ElectraConfig field)")
-        discriminator_fields.setdefault("max_position_embeddings", max(512, preset.get("max_seq_length", 128)))
-        return cls(discriminator_config=ElectraConfig(**discriminator_fields), **preset)
+        if self.max_predictions_per_seq == official_max_predictions(self.mask_prob, self.max_seq_length):
+            top["max_predictions_per_seq"] = overrides.get("max_predictions_per_seq")
+        generator = None if self.generator_is_derived() else copy.deepcopy(self.generator_config)
+        return type(self)(discriminator_config=ElectraConfig(**discriminator), generator_config=generator, **top)
+
+    def generator_is_derived(self) -> bool:
+        """True when the generator is the discriminator scaled by `generator_size_ratio`."""
+        derived = derive_generator_config(self.discriminator_config, self.generator_size_ratio)
+        return _plain_fields(derived) == _plain_fields(self.generator_config)
+
+
+def _plain_fields(config: ElectraConfig) -> dict[str, Any]:
+    """The fields of an `ElectraConfig`, without the bookkeeping `to_dict` adds."""
+    fields = copy.deepcopy(config.to_dict())
+    for key in ("model_type", "transformers_version", "architectures", "_name_or_path"):
+        fields.pop(key, None)
+    return fields
 
 
 AutoConfig.register(ElectraPretrainingConfig.model_type, ElectraPretrainingConfig)

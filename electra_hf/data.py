@@ -79,7 +79,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from datasets import Dataset, DatasetDict, Features, IterableDataset, IterableDatasetDict, Value
 from datasets import Sequence as SequenceFeature
-from datasets.utils import tqdm
+from datasets.fingerprint import Hasher
+from tqdm.auto import tqdm
 from filelock import FileLock, Timeout
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, ElectraTokenizerFast, PreTrainedTokenizerBase
@@ -197,8 +198,10 @@ class PretrainingDataArguments:
         default=None,
         metadata={"help": "Train the tokenizer on at most this many (non-blank) training lines. None: all."},
     )
-    max_seq_length: int = field(
-        default=128, metadata={"help": "Maximum example length including [CLS]/[SEP] (Small: 128, Base/Large: 512)."}
+    max_seq_length: Optional[int] = field(
+        default=None,
+        metadata={"help": "Maximum example length including [CLS]/[SEP]. None: the model config's (preset Small: "
+        "128, Base/Large: 512)."},
     )
     short_seq_prob: float = field(
         default=0.05,
@@ -245,7 +248,7 @@ class PretrainingDataArguments:
             raise ValueError(
                 f"--validation_split_percentage must be in [0, 100), got {self.validation_split_percentage}."
             )
-        if self.max_seq_length < 5:  # the official short-target draw is randint(5, max_seq_length)
+        if self.max_seq_length is not None and self.max_seq_length < 5:  # the official short-target draw is randint(5, max_seq_length)
             raise ValueError(f"--max_seq_length must be at least 5, got {self.max_seq_length}.")
         if self.vocab_size <= len(SPECIAL_TOKENS):
             raise ValueError(f"--vocab_size must exceed {len(SPECIAL_TOKENS)}, got {self.vocab_size}.")
@@ -258,6 +261,11 @@ class PretrainingDataArguments:
 # --------------------------------------------------------------------------------------------
 def _hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:20]
+
+
+def dataset_key(dataset: Dataset) -> str:
+    """A key that changes with a data set's content and history (`datasets`' public hasher)."""
+    return Hasher.hash(dataset)
 
 
 def _cache_root(args: PretrainingDataArguments) -> Path:
@@ -616,7 +624,7 @@ def load_raw_datasets(args: PretrainingDataArguments) -> Union[DatasetDict, Iter
                 "--streaming cannot carve a validation split from the training stream: pass --validation_files "
                 "(or a --dataset_name with a 'validation' split), or --validation_split_percentage 0."
             )
-        key = raw["train"]._fingerprint
+        key = dataset_key(raw["train"])
         raw["train"], raw["validation"] = _carve_validation(raw["train"], args.validation_split_percentage, key)
     return raw
 
@@ -830,7 +838,7 @@ def load_or_train_tokenizer(
         tokenizer = train_wordpiece_tokenizer(
             _iter_training_texts(train, args.tokenizer_train_max_lines),
             vocab_size=args.vocab_size, lowercase=args.lowercase, min_frequency=args.tokenizer_min_frequency,
-            show_progress=not datasets.utils.are_progress_bars_disabled(), length=n_lines,
+            show_progress=not datasets.are_progress_bars_disabled(), length=n_lines,
         )
         logger.info("Trained the tokenizer in %.1f s (%d tokens)", time.perf_counter() - start, len(tokenizer))
         return tokenizer
@@ -839,14 +847,14 @@ def load_or_train_tokenizer(
         tokenizer = train_it()
     else:
         key = _hash({
-            "version": _TOKENIZER_VERSION, "train": train._fingerprint, "vocab_size": args.vocab_size,
+            "version": _TOKENIZER_VERSION, "train": dataset_key(train), "vocab_size": args.vocab_size,
             "lowercase": args.lowercase, "min_frequency": args.tokenizer_min_frequency,
             "max_lines": args.tokenizer_train_max_lines,
         })
 
         def build(tmp: Path) -> dict:
             train_it().save_pretrained(str(tmp))
-            return {"train_fingerprint": train._fingerprint}
+            return {"train_fingerprint": dataset_key(train)}
 
         final, _, built = _cached_dir(_cache_root(args) / f"tokenizer-{key}", build,
                                       overwrite=args.overwrite_cache, what="Tokenizer")
@@ -1086,7 +1094,7 @@ def _build_examples(
         num_proc=num_proc if num_proc > 1 else None,
         cache_file_name=str(work_dir / f"{split}.arrow"),
         load_from_cache_file=False,
-        new_fingerprint=_hash([lines._fingerprint, asdict(settings)])[:16],
+        new_fingerprint=_hash([dataset_key(lines), asdict(settings)])[:16],
         desc=f"Building ELECTRA examples ({split}, chunks of {settings.lines_per_chunk} lines)",
     )
 
@@ -1105,6 +1113,8 @@ def build_pretraining_datasets(
     result). ``max_train_samples``/``max_eval_samples`` are applied after the cache.
     Streaming input gives an ``IterableDatasetDict`` with the same examples, built lazily.
     """
+    if args.max_seq_length is None:
+        raise ValueError("set max_seq_length (train_pretrain.py takes the model config's when --max_seq_length is not given)")
     _check_tokenizer(tokenizer, getattr(tokenizer, "name_or_path", "") or "(given)")
     backend = _plain_backend(tokenizer)
     settings = _BuildSettings(
@@ -1132,7 +1142,7 @@ def build_pretraining_datasets(
     splits = {split: ds for split, ds in raw_datasets.items()}
     key = _hash({
         "version": _BUILDER_VERSION,
-        "lines": {split: ds._fingerprint for split, ds in splits.items()},
+        "lines": {split: dataset_key(ds) for split, ds in splits.items()},
         "tokenizer": _tokenizer_fingerprint(backend),
         "settings": asdict(settings),
     })

@@ -807,7 +807,7 @@ def _load_full_state(accelerator, model, state_dict) -> None:
                 unwrapped.load_state_dict(state_dict, strict=False)
         return
     missing, unexpected = unwrapped.load_state_dict(state_dict, strict=False)
-    if unexpected or set(missing) - set(getattr(unwrapped, "_tied_weights_keys", None) or []):
+    if unexpected or set(missing) - set(getattr(unwrapped, "all_tied_weights_keys", None) or {}):
         raise RuntimeError(f"best-model weights do not fit the model: missing {missing}, unexpected {unexpected}")
 
 

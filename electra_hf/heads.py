@@ -21,13 +21,37 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModelForSequenceClassification, ElectraConfig
-from transformers.modeling_outputs import SequenceClassifierOutput
-from transformers.models.electra.modeling_electra import ElectraModel, ElectraPreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    ElectraConfig,
+    ElectraModel,
+    ElectraPreTrainedModel,
+)
 
 __all__ = ["ElectraOfficialHeadConfig", "ElectraOfficialHeadForSequenceClassification"]
 
 MODEL_TYPE = "electra_official_head"
+
+
+class SequenceClassifierOutput(dict):
+    """`loss`, `logits`, `hidden_states`, `attentions`, by key or by attribute (None entries are
+    left out), like transformers' model outputs: a dict, so Accelerate's output conversions keep it."""
+
+    FIELDS = ("loss", "logits", "hidden_states", "attentions")
+
+    def __getattr__(self, name: str):
+        if name in self:
+            return self[name]
+        if name in self.FIELDS:
+            return None
+        raise AttributeError(name)
+
+    def __getitem__(self, key):
+        return self.to_tuple()[key] if isinstance(key, int) else super().__getitem__(key)
+
+    def to_tuple(self) -> tuple:
+        return tuple(self.values())
 
 
 class ElectraOfficialHeadConfig(ElectraConfig):
@@ -102,7 +126,6 @@ class ElectraOfficialHeadForSequenceClassification(ElectraPreTrainedModel):
             token_type_ids=token_type_ids,
             position_ids=position_ids,
             inputs_embeds=inputs_embeds,
-            return_dict=True,
             **extra,
             **kwargs,
         )
@@ -113,12 +136,9 @@ class ElectraOfficialHeadForSequenceClassification(ElectraPreTrainedModel):
         if labels is not None:
             loss = self._loss(logits, labels)
 
-        output = SequenceClassifierOutput(
-            loss=loss,
-            logits=logits,
-            hidden_states=encoder_outputs.hidden_states,
-            attentions=encoder_outputs.attentions,
-        )
+        values = dict(loss=loss, logits=logits, hidden_states=encoder_outputs.hidden_states,
+                      attentions=encoder_outputs.attentions)
+        output = SequenceClassifierOutput({key: value for key, value in values.items() if value is not None})
         if return_dict is False:
             return output.to_tuple()
         return output

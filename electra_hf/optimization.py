@@ -44,8 +44,8 @@ DEFAULT_NO_DECAY: tuple[str, ...] = ("bias", "LayerNorm.weight", "layer_norm", "
 # --------------------------------------------------------------------------------------------
 # Optimizer
 # --------------------------------------------------------------------------------------------
-class ElectraAdamW(Optimizer):
-    """Adam with decoupled weight decay, the ELECTRA way.
+class ElectraAdamW(torch.optim.AdamW):
+    """Adam with decoupled weight decay, the ELECTRA way: ``torch.optim.AdamW`` without bias correction.
 
     Per parameter ``p`` with gradient ``g`` (all element-wise)::
 
@@ -55,29 +55,19 @@ class ElectraAdamW(Optimizer):
         bias_correction=False (official):  p = p − lr · m / (sqrt(v) + eps)
         bias_correction=True  (AdamW):     p = p − lr/(1 − beta1^t) · m / (sqrt(v)/sqrt(1 − beta2^t) + eps)
 
-    With ``bias_correction=True`` the update is exactly ``torch.optim.AdamW``'s (same formula,
-    same operation order). Without it, early steps are smaller by ``1 − beta1^t`` in the
-    numerator; that is what the official pre-training used and why it needs warm-up.
+    The update is ``torch.optim.AdamW``'s own (fused where it applies: one kernel pass per
+    parameter). Without bias correction each parameter's step count starts at +inf, which makes
+    both correction factors ``1 − beta^t`` exactly 1: the official optimizer
+    (``AdamWeightDecayOptimizer``), whose early steps are smaller by ``1 − beta1^t`` and need warm-up.
+    ``tests/test_optimization.py`` checks this against the formula for every kernel torch has.
 
     Args:
         params: parameters or parameter groups (groups may carry extra keys such as ``depth``).
-        lr: learning rate (the schedule multiplies it).
-        betas: (beta1, beta2) for the moving averages.
+        lr, betas, weight_decay: as ``torch.optim.AdamW`` (weight decay is scaled by lr).
         eps: added to the denominator (official 1e-6, not torch's 1e-8).
-        weight_decay: decoupled weight-decay rate (scaled by lr, as AdamW and the official code).
         bias_correction: False = official ELECTRA optimizer; True = standard AdamW.
-        foreach: True = the multi-tensor ``torch._foreach_*`` kernels; False = one parameter at a
-            time (same result); None (default) = the fused kernel where it applies (see ``fused``),
-            otherwise foreach.
-        fused: use torch's fused AdamW kernel (``torch._fused_adamw_``: one pass over each
-            parameter, instead of ~8 foreach passes and ~3 small ops per parameter on a CPU,
-            where foreach falls back to per-tensor loops). It computes the same update up to
-            floating-point rounding (≤ 1 ulp per step); without bias correction it is given
-            an infinite step count, which makes both correction factors exactly 1. True accepts
-            CPU parameters, and CUDA parameters without bias correction (the per-parameter step
-            counts stay on the CPU). None (default) = fused wherever True is accepted, unless
-            ``foreach`` is set; on CUDA that is a handful of kernel launches per step instead of
-            ~10 multi-tensor passes (the step is launch-bound for small models).
+        foreach, fused: torch's kernel choice (``foreach=False``: one parameter at a time). Default:
+            fused, unless ``foreach`` is given.
     """
 
     def __init__(
@@ -91,154 +81,40 @@ class ElectraAdamW(Optimizer):
         foreach: bool | None = None,
         fused: bool | None = None,
     ):
-        if lr < 0.0:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if not 0.0 <= betas[0] < 1.0 or not 0.0 <= betas[1] < 1.0:
-            raise ValueError(f"Invalid betas: {betas} (each must be in [0, 1))")
-        if eps < 0.0:
-            raise ValueError(f"Invalid eps: {eps}")
-        if weight_decay < 0.0:
-            raise ValueError(f"Invalid weight_decay: {weight_decay}")
-        if fused and foreach:
-            raise ValueError("fused=True and foreach=True are exclusive")
-        defaults = dict(
-            lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
-            bias_correction=bias_correction, foreach=foreach, fused=fused,
-        )
-        super().__init__(params, defaults)
-        self._infinite_steps: dict[torch.device, torch.Tensor] = {}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        self._infinite_steps = {}
+        if fused is None and foreach is None:
+            fused = True
+        super().__init__(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                         foreach=foreach, fused=fused)
+        self.defaults["bias_correction"] = bias_correction  # add_param_group reads it for later groups
         for group in self.param_groups:
-            group.setdefault("bias_correction", False)
-            group.setdefault("foreach", True)  # what optimizers saved before `fused` existed used
-            group.setdefault("fused", None)
+            group.setdefault("bias_correction", bias_correction)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self._start_uncorrected_states(new=False)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
-        """Performs one optimisation step. Parameters without a gradient are skipped."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        self._start_uncorrected_states(new=True)
+        return super().step(closure)
 
+    def _start_uncorrected_states(self, new: bool) -> None:
+        """An infinite step count for each parameter of a group without bias correction: `new`,
+        the parameters AdamW is about to initialise; else the states just loaded, whatever
+        count they carry."""
         for group in self.param_groups:
-            params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
+            if group["bias_correction"]:
+                continue
+            on_device = group["fused"] or group["capturable"]
             for p in group["params"]:
-                if p.grad is None:
+                state = self.state.get(p)
+                if (new and (p.grad is None or state)) or (not new and not state):
                     continue
-                if p.grad.is_sparse:
-                    raise RuntimeError("ElectraAdamW does not support sparse gradients (neither does AdamW).")
                 state = self.state[p]
-                if len(state) == 0:
-                    # 'step' as a float32 CPU tensor, like torch's Adam: torch's state_dict loading
-                    # keeps it on CPU/float32 while moving moments to the parameter's device/dtype.
-                    state["step"] = torch.tensor(0.0, dtype=torch.float32)
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["step"] += 1
-                params.append(p)
-                grads.append(p.grad)
-                exp_avgs.append(state["exp_avg"])
-                exp_avg_sqs.append(state["exp_avg_sq"])
-                steps.append(state["step"])
-            if not params:
-                continue
-            if self._use_fused(group, params):
-                for idx in _group_indices_by_device_and_dtype(params):
-                    self._fused_update([params[i] for i in idx], [grads[i] for i in idx], [exp_avgs[i] for i in idx],
-                                       [exp_avg_sqs[i] for i in idx], [steps[i] for i in idx], group)
-                continue
-            steps = [int(t.item()) for t in steps]  # CPU tensors: no device sync
-            use_foreach = group["foreach"] is not False and not any(torch.is_complex(p) for p in params)
-            update = _foreach_update if use_foreach else _single_tensor_update
-            if use_foreach:
-                # Multi-tensor kernels need one device and one dtype per call.
-                for idx in _group_indices_by_device_and_dtype(params):
-                    update(
-                        [params[i] for i in idx], [grads[i] for i in idx], [exp_avgs[i] for i in idx],
-                        [exp_avg_sqs[i] for i in idx], [steps[i] for i in idx], group,
-                    )
-            else:
-                update(params, grads, exp_avgs, exp_avg_sqs, steps, group)
-        return loss
-
-    def _use_fused(self, group: dict[str, Any], params: list[torch.Tensor]) -> bool:
-        fused = group.get("fused")
-        if fused is False or (fused is None and group.get("foreach") is not None):
-            return False
-        devices = {p.device.type for p in params}
-        floating = all(p.dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16) for p in params)
-        supported = hasattr(torch, "_fused_adamw_") and floating and (
-            devices == {"cpu"} or (devices == {"cuda"} and not group["bias_correction"]))
-        if fused is None:  # automatic: wherever it applies
-            return supported
-        if not supported:
-            raise RuntimeError(
-                "ElectraAdamW(fused=True) needs floating-point parameters on the CPU, or on CUDA without bias correction"
-            )
-        return True
-
-    def _fused_update(self, params, grads, exp_avgs, exp_avg_sqs, steps, group) -> None:
-        beta1, beta2 = group["betas"]
-        if group["bias_correction"]:
-            state_steps = steps  # per-parameter counts, already incremented (CPU float32 tensors)
-        else:
-            # beta^inf = 0: both bias-correction factors are exactly 1, the official update.
-            device = params[0].device
-            if device not in self._infinite_steps:
-                self._infinite_steps[device] = torch.tensor(math.inf, dtype=torch.float32, device=device)
-            state_steps = [self._infinite_steps[device]] * len(params)
-        torch._fused_adamw_(
-            params, grads, exp_avgs, exp_avg_sqs, [], state_steps,
-            lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"],
-            amsgrad=False, maximize=False,
-        )
-
-
-def _group_indices_by_device_and_dtype(tensors: Sequence[torch.Tensor]) -> list[list[int]]:
-    groups: dict[tuple[torch.device, torch.dtype], list[int]] = {}
-    for i, t in enumerate(tensors):
-        groups.setdefault((t.device, t.dtype), []).append(i)
-    return list(groups.values())
-
-
-def _foreach_update(params, grads, exp_avgs, exp_avg_sqs, steps, group) -> None:
-    beta1, beta2 = group["betas"]
-    lr, eps, weight_decay = group["lr"], group["eps"], group["weight_decay"]
-    # m ← m + (1 − beta1)(g − m)  ==  beta1·m + (1 − beta1)·g
-    torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)
-    torch._foreach_mul_(exp_avg_sqs, beta2)
-    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1.0 - beta2)
-    if weight_decay != 0.0:
-        torch._foreach_mul_(params, 1.0 - lr * weight_decay)
-    denom = torch._foreach_sqrt(exp_avg_sqs)
-    if group["bias_correction"]:
-        # Per-parameter step counts (a parameter may have joined late): scalar lists.
-        torch._foreach_div_(denom, [math.sqrt(1.0 - beta2**t) for t in steps])
-        torch._foreach_add_(denom, eps)
-        torch._foreach_addcdiv_(params, exp_avgs, denom, [-lr / (1.0 - beta1**t) for t in steps])
-    else:
-        torch._foreach_add_(denom, eps)
-        torch._foreach_addcdiv_(params, exp_avgs, denom, value=-lr)
-
-
-def _single_tensor_update(params, grads, exp_avgs, exp_avg_sqs, steps, group) -> None:
-    beta1, beta2 = group["betas"]
-    lr, eps, weight_decay = group["lr"], group["eps"], group["weight_decay"]
-    for p, g, m, v, t in zip(params, grads, exp_avgs, exp_avg_sqs, steps):
-        m.lerp_(g, 1.0 - beta1)
-        v.mul_(beta2).addcmul_(g, g.conj() if torch.is_complex(g) else g, value=1.0 - beta2)
-        if weight_decay != 0.0:
-            p.mul_(1.0 - lr * weight_decay)
-        denom = v.sqrt()
-        if group["bias_correction"]:
-            denom.div_(math.sqrt(1.0 - beta2**t)).add_(eps)
-            p.addcdiv_(m, denom, value=-lr / (1.0 - beta1**t))
-        else:
-            p.addcdiv_(m, denom.add_(eps), value=-lr)
+                state["step"] = torch.tensor(math.inf, dtype=torch.float32,
+                                             device=p.device if on_device else torch.device("cpu"))
+                state.setdefault("exp_avg", torch.zeros_like(p, memory_format=torch.preserve_format))
+                state.setdefault("exp_avg_sq", torch.zeros_like(p, memory_format=torch.preserve_format))
 
 
 # --------------------------------------------------------------------------------------------

@@ -160,8 +160,8 @@ def setup_logging(accelerator) -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         level=logging.INFO if accelerator.is_local_main_process else logging.WARNING)
     if not accelerator.is_local_main_process:
-        datasets.utils.logging.set_verbosity_error()
-        transformers.utils.logging.set_verbosity_error()
+        datasets.logging.set_verbosity_error()
+        transformers.logging.set_verbosity_error()
 
 
 def init_trackers(accelerator, ft_args, *other_args) -> None:

@@ -128,13 +128,26 @@ class NonFiniteGuard:
             )
 
 
+def enable_activation_checkpointing(model) -> None:
+    """Recompute activations in the backward pass. transformers 5.25 renamed
+    `gradient_checkpointing_enable` to `activation_checkpointing_enable` (the old name is a
+    deprecated alias until v6); the releases before 5.25 have only the old name."""
+    enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+    enable()
+
+
 def cpu_supports_bf16() -> bool:
-    """Native bf16 matmul on this CPU (AVX512-BF16 or AMX); without it bf16 is emulated and very slow."""
-    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
-        supported = getattr(torch.cpu, probe, None)
-        if supported is not None and supported():
-            return True
-    return False
+    """Native bf16 matmul on this CPU (AVX512-BF16, AMX, or Arm's BF16 extension), read from
+    /proc/cpuinfo; without it bf16 is emulated and very slow. False where that file is absent."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            flags.update(line.split(":", 1)[1].split())
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
 def check_mixed_precision(mixed_precision: str, use_cpu: bool, allow_slow_bf16: bool = False) -> None:
@@ -237,8 +250,6 @@ def build_accelerator(train_args, **accelerator_kwargs):
     if use_cpu and distributed and not any(isinstance(h, InitProcessGroupKwargs) for h in handlers):
         handlers.append(InitProcessGroupKwargs(backend="gloo"))
     use_deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
-    if not distributed:
-        _forget_a_different_setup(mixed_precision, use_cpu and not use_deepspeed)
     accelerator = Accelerator(
         cpu=use_cpu and not use_deepspeed,
         gradient_accumulation_steps=train_args.gradient_accumulation_steps,
@@ -250,23 +261,6 @@ def build_accelerator(train_args, **accelerator_kwargs):
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         configure_deepspeed(accelerator, train_args, use_cpu)
     return accelerator
-
-
-def _forget_a_different_setup(mixed_precision: str, use_cpu: bool) -> None:
-    """Accelerate keeps one process-wide state and refuses an `Accelerator` whose mixed precision or
-    device differs from the first one's. A second run in the same single process (a notebook, a
-    test, a sweep calling `main()` twice) with another precision, or on the CPU after a GPU run or
-    the other way round, starts from a fresh state instead. The state is read without calling
-    `AcceleratorState()`, which would re-check it against the environment and raise."""
-    from accelerate.state import AcceleratorState, PartialState
-
-    state = AcceleratorState._shared_state
-    if not state:
-        return
-    device = PartialState._shared_state.get("device")
-    other_device = device is not None and (device.type == "cpu") != use_cpu
-    if state.get("_mixed_precision") != mixed_precision or other_device:
-        AcceleratorState._reset_state(reset_partial_state=True)
 
 
 def check_distributed_setup(accelerator) -> None:

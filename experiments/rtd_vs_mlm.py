@@ -128,8 +128,9 @@ def calibrate(args, work: Path) -> dict[str, float]:
 
     import torch
 
-    from electra_hf.modeling import ElectraForRTDPretraining, configure_cpu_training
+    from electra_hf.modeling import ElectraForRTDPretraining
     from electra_hf.optimization import ElectraAdamW
+    from electra_hf.performance import configure_cpu_training
 
     configure_cpu_training()
     batch_size, seq_len = args.batch_size, args.max_seq_length

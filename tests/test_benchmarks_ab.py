@@ -42,6 +42,7 @@ def test_build_step_compiles_only_when_asked(monkeypatch):
     import torch
 
     import electra_hf.modeling as modeling
+    import electra_hf.performance as performance
 
     compiled = []
 
@@ -49,7 +50,7 @@ def test_build_step_compiles_only_when_asked(monkeypatch):
         compiled.append(model)
         return model
 
-    monkeypatch.setattr(modeling, "compile_for_training", record)
+    monkeypatch.setattr(performance, "compile_for_training", record)
     config = build_config("tiny", 300, 32)
     config_dict = {key: value for key, value in config.to_dict().items()
                    if key not in ("transformers_version", "model_type", "architectures", "auto_map")}

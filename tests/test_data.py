@@ -117,7 +117,7 @@ def check_layout(ids: list[int], types: list[int], max_len: int, cls_id: int, se
 # --------------------------------------------------------------------------------------------
 def test_arguments_defaults_and_parser():
     args = PretrainingDataArguments()
-    assert (args.max_seq_length, args.short_seq_prob, args.single_segment_prob) == (128, 0.05, 0.1)
+    assert (args.max_seq_length, args.short_seq_prob, args.single_segment_prob) == (None, 0.05, 0.1)
     assert (args.vocab_size, args.lowercase, args.text_column) == (30522, True, "text")
     assert args.validation_split_percentage == 1.0
     assert args.train_files == [] and args.train_files is not PretrainingDataArguments().train_files

@@ -150,7 +150,7 @@ if ties_file:
             module = self.unwrap_model(model)
             emb = "electra.embeddings.word_embeddings.weight"
             row = {
-                "ties": {t: bool(torch.equal(state_dict[t], state_dict[s])) for t, s in module._tied_weights_keys.items()},
+                "ties": {t: bool(torch.equal(state_dict[t], state_dict[s])) for t, s in module.all_tied_weights_keys.items()},
                 "same_parameter": module.generator.get_parameter(emb) is module.discriminator.get_parameter(emb),
                 "shapes": {k: list(v.shape) for k, v in state_dict.items() if "word_embeddings" in k},
                 "word_embeddings_sum": float(state_dict["discriminator." + emb].double().sum()),
@@ -710,31 +710,6 @@ def test_launches_that_would_not_train_together_are_refused(monkeypatch):
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
     with pytest.raises(RuntimeError, match="FSDP was requested.*never on the CPU"):
         training.check_distributed_setup(SimpleNamespace(distributed_type=DistributedType.MULTI_CPU))
-
-
-def test_a_second_run_in_one_process_may_use_another_precision(monkeypatch):
-    """Accelerate's process-wide state refuses a second Accelerator with another mixed precision;
-    build_accelerator starts a single-process run from a fresh state instead (main() called twice)."""
-    from types import SimpleNamespace
-
-    monkeypatch.setenv("ACCELERATE_USE_CPU", "1")
-    monkeypatch.delenv("WORLD_SIZE", raising=False)
-    args = lambda precision: SimpleNamespace(mixed_precision=precision, gradient_accumulation_steps=1,  # noqa: E731
-                                             per_device_train_batch_size=2, max_grad_norm=1.0, allow_slow_bf16=True)
-    from accelerate.state import AcceleratorState
-
-    try:
-        assert training.build_accelerator(args("no")).mixed_precision == "no"
-        assert training.build_accelerator(args("bf16")).mixed_precision == "bf16"
-        assert training.build_accelerator(args("no")).mixed_precision == "no"
-        # a state left on another device (a GPU run before this one) is not reused for a CPU run
-        from accelerate.state import PartialState
-
-        PartialState._shared_state["device"] = torch.device("cuda")
-        accelerator = training.build_accelerator(args("no"))
-        assert accelerator.device.type == "cpu"
-    finally:
-        AcceleratorState._reset_state(reset_partial_state=True)  # leave no state to later tests
 
 
 @pytest.mark.multiprocess

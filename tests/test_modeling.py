@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from electra_hf.collator import IGNORE_INDEX, DataCollatorForElectra
 from electra_hf.configuration import ElectraPretrainingConfig
 from electra_hf.modeling import ElectraForRTDPretraining, gumbel_sample, select_masked_positions
+from electra_hf.training import enable_activation_checkpointing
 
 from .conftest import tiny_config, tokenize_sentences
 
@@ -155,7 +156,7 @@ def test_gradient_checkpointing_gives_same_gradients(tiny_tokenizer, batch):
     for checkpointing in (False, True):
         model = build(tiny_tokenizer)
         if checkpointing:
-            model.activation_checkpointing_enable()
+            enable_activation_checkpointing(model)
             assert model.discriminator.electra.encoder.layer[0].gradient_checkpointing
             assert model.generator.electra.encoder.layer[0].gradient_checkpointing
         torch.manual_seed(3)
@@ -227,7 +228,7 @@ def test_select_masked_positions_puts_masked_first():
     assert weights.tolist() == [[True, True, False], [True, False, False]]
     assert sorted(positions[0, :2].tolist()) == [1, 3] and positions[1, 0] == 4
     assert len(set(positions[1].tolist())) == 3  # fillers are distinct positions
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ValueError, match="5 masked positions, more than max_predictions_per_seq=3"):
         select_masked_positions(torch.ones(1, 5, dtype=torch.bool), 3)
 
 
@@ -283,7 +284,7 @@ def test_both_sampling_methods_keep_the_rtd_invariants(tiny_tokenizer, batch, me
 def test_compiled_layers_give_the_eager_step(tiny_tokenizer, batch):
     """compile_for_training (train_pretrain.py --compile): same losses and gradients as eager without
     dropout; with dropout, the compiled path (masks from electra_hf::dropout_mask) trains."""
-    from electra_hf.modeling import compile_for_training
+    from electra_hf.performance import compile_for_training
 
     eager = build(tiny_tokenizer)
     compiled = build(tiny_tokenizer)

@@ -271,3 +271,31 @@ def test_streaming_run(corpus, tmp_path):
                                             str(tokenizer_dir), "--eval_steps", "3"))
     assert results["completed_steps"] == 6 and results["tokens_seen"] > 6 * 16 * 20
     assert "generator_loss" in results["eval"]
+
+
+def test_config_file_takes_the_model_flags(corpus, tmp_path):
+    """--config_name_or_path with RTD and size flags: the flags win, and what the config derived
+    (the generator, the cap on masked positions) is derived again from the new values."""
+    from electra_hf.configuration import ElectraPretrainingConfig
+
+    saved = tmp_path / "config"
+    ElectraPretrainingConfig.from_preset("tiny", vocab_size=600).save_pretrained(saved)
+    out = tmp_path / "run"
+    train_pretrain.main(tiny_args(corpus, out, tmp_path / "cache", "--config_name_or_path", str(saved),
+                                  "--mask_prob", "0.3", "--max_seq_length", "128", "--generator_size_ratio", "1.0",
+                                  "--max_train_steps", "2", "--eval_steps", "0", "--checkpointing_steps", "0"))
+    config = json.loads((out / "run_config.json").read_text())["model_config"]
+    assert config["mask_prob"] == 0.3 and config["max_seq_length"] == 128
+    assert config["max_predictions_per_seq"] == int((0.3 + 0.005) * 128)  # 39, not the saved 19
+    assert config["generator_config"]["hidden_size"] == config["discriminator_config"]["hidden_size"]
+    with pytest.raises(ValueError, match="exceeds the 512 positions"):
+        train_pretrain.main(tiny_args(corpus, tmp_path / "long", tmp_path / "cache", "--config_name_or_path",
+                                      str(saved), "--max_seq_length", "1024", "--max_train_steps", "1"))
+
+
+@pytest.mark.parametrize("script", ["train_pretrain", "train_glue", "train_tagging", "train_squad"])
+def test_help_prints_every_flag(script):
+    proc = subprocess.run([sys.executable, str(REPO / f"{script}.py"), "--help"], capture_output=True, text=True,
+                          cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "--output_dir" in proc.stdout and "Traceback" not in proc.stderr
