@@ -25,27 +25,19 @@ from typing import Any
 import numpy as np
 
 import electra_hf.heads  # noqa: F401  (registers the official head with the Auto classes)
-from electra_hf import scripts_common
-from electra_hf.finetuning import (
-    FinetuningArguments,
-    make_accelerator,
-    make_collator,
-    resolve_learning_rate_and_layer_decay,
-    run_with_seeds,
-)
-from electra_hf.scripts_common import (  # noqa: F401  (resolve_discriminator_path, check_vocab: part of this script's API)
-    check_vocab,
+from electra_hf import arguments
+from electra_hf.arguments import FinetuningArguments, FinetuningModelArguments
+from electra_hf.finetuning import FinetuningTask, make_collator
+from electra_hf.scripts_common import (
     first_n,
-    init_trackers,
-    load_discriminator_and_tokenizer,
     metrics_table,
     model_load_kwargs,
     plain_electra_config,
-    resolve_discriminator_path,
-    setup_logging,
+    start_finetuning,
     summary_rows,
     write_results_and_end_training,
 )
+from electra_hf.seeds import run_with_seeds
 from electra_hf.tasks.glue import (
     GLUE_TASKS,
     GlueTask,
@@ -63,7 +55,7 @@ HEADS = ("official", "hf")
 
 
 @dataclass
-class ModelArguments(scripts_common.ModelArguments):
+class ModelArguments(FinetuningModelArguments):
     """Which checkpoint, tokenizer and classification head to fine-tune."""
 
     head: str = field(
@@ -104,7 +96,7 @@ class DataArguments:
 # --------------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None):
     """Flags, or one .json/.yaml file holding them all."""
-    return scripts_common.parse_args((ModelArguments, DataArguments, FinetuningArguments), argv)
+    return arguments.parse_args((ModelArguments, DataArguments, FinetuningArguments), argv)
 
 
 def _build_model_init(task: GlueTask, model_args: ModelArguments, model_path: str, base_config):
@@ -169,95 +161,93 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Parse arguments, fine-tune every requested task for every seed; returns the results dict
     (also written to ``<output_dir>/results.json`` and ``results.md``)."""
     model_args, data_args, ft_args = parse_args(argv)
-
-    accelerator = make_accelerator(ft_args)
-    setup_logging(accelerator)
-
     tasks = resolve_task_names(data_args.task_name)
     if any(not t.trainable for t in tasks):
         raise ValueError("--task_name AX: the diagnostic set has no training data; it is predicted with the MNLI "
                          "model (--task_name mnli --do_predict).")
-
-    model_path, base_config, tokenizer = load_discriminator_and_tokenizer(model_args, ft_args.max_seq_length)
-    collator = make_collator(tokenizer, ft_args)
-    learning_rate, layer_decay = resolve_learning_rate_and_layer_decay(ft_args, base_config)
-    init_trackers(accelerator, ft_args, model_args, data_args)
-
-    output_dir = Path(ft_args.output_dir)
-    data_dir = data_args.data_dir
-    load = dict(dataset_name=data_args.dataset_name, cache_dir=model_args.cache_dir,
-                skip_malformed_rows=data_args.skip_malformed_rows)
+    setup = start_finetuning(model_args, data_args, ft_args)
     results: dict[str, Any] = {"model": model_args.model_name_or_path, "head": model_args.head,
-                               "learning_rate": learning_rate, "layer_decay": layer_decay,
+                               "learning_rate": setup.learning_rate, "layer_decay": setup.layer_decay,
                                "seeds": list(ft_args.seeds), "tasks": {}}
     for task in tasks:
-        with accelerator.main_process_first():
-            train_raw = first_n(load_glue_split(task, data_dir, "train", **load), data_args.max_train_samples)
-            eval_raw = {s: first_n(load_glue_split(task, data_dir, s, **load), data_args.max_eval_samples)
-                        for s in task.eval_splits}
-            predict_raw = {}
-            if data_args.do_predict:
-                predict_raw = {s: first_n(load_glue_split(task, data_dir, s, **load), data_args.max_predict_samples)
-                               for s, _ in task.submissions}
-                for other in GLUE_TASKS.values():  # AX is predicted by the MNLI model
-                    if other.predicted_by == task.name:
-                        predict_raw[f"{other.name}/test"] = first_n(load_glue_split(other, data_dir, "test", **load),
-                                                                   data_args.max_predict_samples)
-        if task.train_on_swapped_pairs and data_args.swap_pairs:
-            train_raw = add_swapped_pairs(train_raw)
-        num_proc = data_args.preprocessing_num_workers
-        train_ds = _tokenize(train_raw, tokenizer, task, ft_args, num_proc, keep_label=True)
-        eval_ds = {s: _tokenize(d, tokenizer, task, ft_args, num_proc, keep_label=True) for s, d in eval_raw.items()}
-        predict_ds = {s: _tokenize(d, tokenizer, task, ft_args, num_proc, keep_label=False) for s, d in predict_raw.items()}
-
-        def compute_metrics(split, prediction, task=task):
-            preds, refs = prediction.predictions, prediction.label_ids
-            if task.is_regression:  # back to the 0–5 scale (correlations do not change)
-                preds, refs = np.asarray(preds) * task.label_scale, np.asarray(refs) * task.label_scale
-            return compute_glue_metrics(task, preds, refs)
-
-        task_args = dataclasses.replace(
-            ft_args, num_train_epochs=ft_args.num_train_epochs if ft_args.num_train_epochs is not None
-            else task.num_train_epochs)
-        logger.info("%s: %d training examples%s, %s epochs, seeds %s", task.name, len(train_ds),
-                    " (with swapped pairs)" if task.train_on_swapped_pairs and data_args.swap_pairs else "",
-                    task_args.num_train_epochs, list(ft_args.seeds))
-        outcome = run_with_seeds(
-            _build_model_init(task, model_args, model_path, base_config), train_ds, collator, task_args,
-            eval_datasets=eval_ds, compute_metrics=compute_metrics, predict_datasets=predict_ds,
-            tokenizer=tokenizer, accelerator=accelerator, run_name=task.name,
-        )
-        selection_key = task.average_key
-        task_result: dict[str, Any] = {
-            "seeds": outcome.seeds,
-            "per_seed": [r.metrics for r in outcome.per_seed],
-            "median": outcome.median,
-            "metric_keys": [task.metric_key(s, m) for s in task.eval_splits for m in task.metrics],
-            "num_train_epochs": task_args.num_train_epochs,
-            "num_train_examples": len(train_ds),
-            "global_steps": [r.global_step for r in outcome.per_seed],
-        }
-        if predict_ds:
-            chosen = outcome.best_seed(selection_key)
-            submission_dir = output_dir / "submission"
-            files = []
-            if accelerator.is_main_process:
-                for split, raw in predict_raw.items():
-                    target, target_split = (split.split("/")[0], "test") if "/" in split else (task.name, split)
-                    prediction = chosen.predictions[split].predictions
-                    if GLUE_TASKS[target].is_regression:
-                        prediction = np.asarray(prediction).reshape(-1) * GLUE_TASKS[target].label_scale
-                    files.append(str(write_glue_submission(target, prediction, submission_dir,
-                                                           indices=raw["idx"], split=target_split)))
-            task_result["submission"] = {"seed": chosen.seed, "selected_by": selection_key, "files": files}
-        results["tasks"][task.name] = task_result
-        if accelerator.is_main_process:
-            logger.info("%s median: %s", task.name,
-                        {k: round(v, 4) for k, v in outcome.median.items() if k in task_result["metric_keys"]})
-
+        results["tasks"][task.name] = finetune_task(task, setup, model_args, data_args, ft_args)
     results["glue_average"] = glue_average({name: r["median"] for name, r in results["tasks"].items()})
-    write_results_and_end_training(accelerator, output_dir, results, results_markdown(results), logger)
+    write_results_and_end_training(setup.accelerator, Path(ft_args.output_dir), results, results_markdown(results),
+                                   logger)
     return results
+
+
+def load_task_splits(task: GlueTask, data_args: DataArguments, cache_dir: str | None) -> tuple[Any, dict, dict]:
+    """(train, {dev split: data}, {predicted split: data}) of a task, cut to the --max_*_samples."""
+    load = dict(dataset_name=data_args.dataset_name, cache_dir=cache_dir, skip_malformed_rows=data_args.skip_malformed_rows)
+    data_dir = data_args.data_dir
+    train_raw = first_n(load_glue_split(task, data_dir, "train", **load), data_args.max_train_samples)
+    eval_raw = {s: first_n(load_glue_split(task, data_dir, s, **load), data_args.max_eval_samples)
+                for s in task.eval_splits}
+    predict_raw = {}
+    if data_args.do_predict:
+        predict_raw = {s: first_n(load_glue_split(task, data_dir, s, **load), data_args.max_predict_samples)
+                       for s, _ in task.submissions}
+        for other in GLUE_TASKS.values():  # AX is predicted by the MNLI model
+            if other.predicted_by == task.name:
+                predict_raw[f"{other.name}/test"] = first_n(load_glue_split(other, data_dir, "test", **load),
+                                                           data_args.max_predict_samples)
+    if task.train_on_swapped_pairs and data_args.swap_pairs:
+        train_raw = add_swapped_pairs(train_raw)
+    return train_raw, eval_raw, predict_raw
+
+
+def finetune_task(task: GlueTask, setup, model_args, data_args: DataArguments, ft_args) -> dict[str, Any]:
+    """Every seed of one task; its per-seed metrics and median (and submission files)."""
+    with setup.accelerator.main_process_first():
+        train_raw, eval_raw, predict_raw = load_task_splits(task, data_args, model_args.cache_dir)
+    num_proc, tokenizer = data_args.preprocessing_num_workers, setup.tokenizer
+    train_ds = _tokenize(train_raw, tokenizer, task, ft_args, num_proc, keep_label=True)
+    eval_ds = {s: _tokenize(d, tokenizer, task, ft_args, num_proc, keep_label=True) for s, d in eval_raw.items()}
+    predict_ds = {s: _tokenize(d, tokenizer, task, ft_args, num_proc, keep_label=False) for s, d in predict_raw.items()}
+
+    def compute_metrics(split, prediction):
+        preds, refs = prediction.predictions, prediction.label_ids
+        if task.is_regression:  # back to the 0–5 scale (correlations do not change)
+            preds, refs = np.asarray(preds) * task.label_scale, np.asarray(refs) * task.label_scale
+        return compute_glue_metrics(task, preds, refs)
+
+    task_args = dataclasses.replace(ft_args, num_train_epochs=ft_args.num_train_epochs if ft_args.num_train_epochs
+                                    is not None else task.num_train_epochs)
+    logger.info("%s: %d training examples%s, %s epochs, seeds %s", task.name, len(train_ds),
+                " (with swapped pairs)" if task.train_on_swapped_pairs and data_args.swap_pairs else "",
+                task_args.num_train_epochs, list(ft_args.seeds))
+    finetuning_task = FinetuningTask(train_ds, make_collator(tokenizer, ft_args), eval_datasets=eval_ds,
+                                     compute_metrics=compute_metrics, predict_datasets=predict_ds, tokenizer=tokenizer)
+    outcome = run_with_seeds(_build_model_init(task, model_args, setup.model_path, setup.base_config), finetuning_task,
+                             task_args, accelerator=setup.accelerator, run_name=task.name)
+    result: dict[str, Any] = {
+        "seeds": outcome.seeds, "per_seed": [r.metrics for r in outcome.per_seed], "median": outcome.median,
+        "metric_keys": [task.metric_key(s, m) for s in task.eval_splits for m in task.metrics],
+        "num_train_epochs": task_args.num_train_epochs, "num_train_examples": len(train_ds),
+        "global_steps": [r.global_step for r in outcome.per_seed],
+    }
+    if predict_ds:
+        result["submission"] = write_submission(task, outcome, predict_raw, setup.accelerator, ft_args.output_dir)
+    if setup.accelerator.is_main_process:
+        logger.info("%s median: %s", task.name,
+                    {k: round(v, 4) for k, v in outcome.median.items() if k in result["metric_keys"]})
+    return result
+
+
+def write_submission(task: GlueTask, outcome, predict_raw: dict, accelerator, output_dir: str) -> dict[str, Any]:
+    """The GLUE server's files for the test sets, from the seed with the best dev score."""
+    chosen = outcome.best_seed(task.average_key)
+    files = []
+    if accelerator.is_main_process:
+        for split, raw in predict_raw.items():
+            target, target_split = (split.split("/")[0], "test") if "/" in split else (task.name, split)
+            prediction = chosen.predictions[split].predictions
+            if GLUE_TASKS[target].is_regression:
+                prediction = np.asarray(prediction).reshape(-1) * GLUE_TASKS[target].label_scale
+            files.append(str(write_glue_submission(target, prediction, Path(output_dir) / "submission",
+                                                   indices=raw["idx"], split=target_split)))
+    return {"seed": chosen.seed, "selected_by": task.average_key, "files": files}
 
 
 if __name__ == "__main__":

@@ -44,29 +44,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from electra_hf.finetuning import (
-    FinetuningArguments,
-    make_accelerator,
-    make_collator,
-    resolve_learning_rate_and_layer_decay,
-    run_with_seeds,
-)
+from electra_hf import arguments
+from electra_hf.arguments import FinetuningArguments, FinetuningModelArguments
+from electra_hf.finetuning import FinetuningTask, make_collator
 from electra_hf.scripts_common import (
     EvalRecorder,
-    ModelArguments,
     first_n,
-    init_trackers,
-    load_discriminator_and_tokenizer,
     metrics_table,
     model_load_kwargs,
     plain_electra_config,
     seed_summary,
-    setup_logging,
+    start_finetuning,
     summary_rows,
     write_results_and_end_training,
     write_seed_predictions,
 )
-from electra_hf.scripts_common import parse_args as parse_dataclasses
+from electra_hf.seeds import run_with_seeds
 from electra_hf.tasks.qa import (
     QA_NON_MODEL_COLUMNS,
     load_hub_squad,
@@ -144,7 +137,7 @@ class DataArguments:
 # --------------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None):
     """Flags, or one .json/.yaml file holding them all."""
-    return parse_dataclasses((ModelArguments, DataArguments, SquadFinetuningArguments), argv)
+    return arguments.parse_args((FinetuningModelArguments, DataArguments, SquadFinetuningArguments), argv)
 
 
 def load_raw_splits(data_args: DataArguments, cache_dir: str | None) -> tuple[Any, Any]:
@@ -192,53 +185,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     model_args, data_args, ft_args = parse_args(argv)
     if model_args.classifier_dropout is not None:
         raise ValueError("--classifier_dropout: ElectraForQuestionAnswering has no dropout before its output layer")
-    accelerator = make_accelerator(ft_args)
-    setup_logging(accelerator)
-    model_path, base_config, tokenizer = load_discriminator_and_tokenizer(
-        model_args, ft_args.max_seq_length, need_fast_tokenizer="mapping answers to context offsets")
-    learning_rate, layer_decay = resolve_learning_rate_and_layer_decay(ft_args, base_config)
-    init_trackers(accelerator, ft_args, model_args, data_args)
-
-    with accelerator.main_process_first():
+    setup = start_finetuning(model_args, data_args, ft_args, need_fast_tokenizer="mapping answers to context offsets")
+    with setup.accelerator.main_process_first():
         train_raw, eval_raw = load_raw_splits(data_args, model_args.cache_dir)
     source = data_args.dataset_name or data_args.train_file or data_args.validation_file
     check_answerability(train_raw, data_args.version_2_with_negative, source)
     train_raw = first_n(train_raw, data_args.max_train_samples)
     eval_raw = first_n(eval_raw, data_args.max_eval_samples)
-
-    windows = dict(tokenizer=tokenizer, max_length=ft_args.max_seq_length, doc_stride=data_args.doc_stride,
-                   max_query_length=data_args.max_query_length,
-                   padding="max_length" if ft_args.pad_to_max_length else False)
-    num_proc = data_args.preprocessing_num_workers
-    train_ds = train_raw.map(prepare_train_features, batched=True, remove_columns=train_raw.column_names,
-                             fn_kwargs=windows, num_proc=num_proc, desc="windows of training questions")
-    eval_features = eval_raw.map(prepare_eval_features, batched=True, remove_columns=eval_raw.column_names,
-                                 fn_kwargs=windows, num_proc=num_proc, desc="windows of evaluation questions")
+    train_ds, eval_features = windows(train_raw, eval_raw, setup.tokenizer, data_args, ft_args)
     # The model sees only its inputs; example ids and offsets stay here for the span search.
     eval_ds = {"dev": eval_features.remove_columns(list(QA_NON_MODEL_COLUMNS))}
-
-    def score(split: str, prediction):
-        start_logits, end_logits = prediction.predictions
-        answers = postprocess_qa_predictions(
-            eval_raw, eval_features, start_logits, end_logits, n_best_size=data_args.n_best_size,
-            max_answer_length=data_args.max_answer_length, version_2_with_negative=data_args.version_2_with_negative,
-            null_score_diff_threshold=data_args.null_score_diff_threshold)
-        # Keep answers and null odds only: n-best lists of every evaluation of every seed add up to GBs.
-        kept = (answers.predictions, answers.null_score_diff)
-        return squad_metrics(answers.predictions, eval_raw, data_args.version_2_with_negative), kept
-
-    recorder = EvalRecorder(score, list(eval_ds))
-    config = plain_electra_config(base_config, num_labels=2)  # ElectraForQuestionAnswering: start and end logits
+    recorder = EvalRecorder(answer_scorer(eval_raw, eval_features, data_args), list(eval_ds))
+    config = plain_electra_config(setup.base_config, num_labels=2)  # ElectraForQuestionAnswering: start and end logits
     load_kwargs = model_load_kwargs(model_args)
 
     def model_init():
-        return AutoModelForQuestionAnswering.from_pretrained(model_path, config=config, **load_kwargs)
+        return AutoModelForQuestionAnswering.from_pretrained(setup.model_path, config=config, **load_kwargs)
 
     logger.info("%d training questions → %d windows; %d evaluation questions → %d windows; seeds %s",
                 len(train_raw), len(train_ds), len(eval_raw), len(eval_features), list(ft_args.seeds))
-    outcome = run_with_seeds(model_init, train_ds, make_collator(tokenizer, ft_args), ft_args,
-                             eval_datasets=eval_ds, compute_metrics=recorder, tokenizer=tokenizer,
-                             accelerator=accelerator, label_names=QA_LABEL_NAMES)
+    task = FinetuningTask(train_ds, make_collator(setup.tokenizer, ft_args), eval_datasets=eval_ds,
+                          compute_metrics=recorder, tokenizer=setup.tokenizer, label_names=QA_LABEL_NAMES)
+    outcome = run_with_seeds(model_init, task, ft_args, accelerator=setup.accelerator)
 
     table_metrics = V2_TABLE_METRICS if data_args.version_2_with_negative else V1_TABLE_METRICS
     metric_keys = [f"dev/{m}" for m in table_metrics if f"dev/{m}" in outcome.median]
@@ -247,7 +215,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f" (articles {data_args.split_by_article}+ held out)" if data_args.split_by_article else "")
     results: dict[str, Any] = {
         "data": data_name, "model": model_args.model_name_or_path, "version_2_with_negative":
-        data_args.version_2_with_negative, "learning_rate": learning_rate, "layer_decay": layer_decay,
+        data_args.version_2_with_negative, "learning_rate": setup.learning_rate, "layer_decay": setup.layer_decay,
         "seeds": outcome.seeds, "num_train_examples": len(train_raw), "num_train_features": len(train_ds),
         "num_eval_examples": len(eval_raw), "num_eval_features": len(eval_features),
         **seed_summary(outcome, metric_keys),
@@ -259,10 +227,39 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if data_args.version_2_with_negative:  # for the official script's --na-prob-file
             (path.parent / "null_odds.json").write_text(json.dumps(null_odds, indent=1))
 
-    results["predictions"] = write_seed_predictions(accelerator, output_dir, outcome, recorder, "dev",
+    results["predictions"] = write_seed_predictions(setup.accelerator, output_dir, outcome, recorder, "dev",
                                                     "predictions.json", write_answers)
-    write_results_and_end_training(accelerator, output_dir, results, results_markdown(results), logger)
+    write_results_and_end_training(setup.accelerator, output_dir, results, results_markdown(results), logger)
     return results
+
+
+def windows(train_raw, eval_raw, tokenizer, data_args: DataArguments, ft_args) -> tuple[Any, Any]:
+    """Training windows (with answer positions) and evaluation windows (with offsets) of the questions."""
+    settings = dict(tokenizer=tokenizer, max_length=ft_args.max_seq_length, doc_stride=data_args.doc_stride,
+                    max_query_length=data_args.max_query_length,
+                    padding="max_length" if ft_args.pad_to_max_length else False)
+    num_proc = data_args.preprocessing_num_workers
+    train_ds = train_raw.map(prepare_train_features, batched=True, remove_columns=train_raw.column_names,
+                             fn_kwargs=settings, num_proc=num_proc, desc="windows of training questions")
+    eval_features = eval_raw.map(prepare_eval_features, batched=True, remove_columns=eval_raw.column_names,
+                                 fn_kwargs=settings, num_proc=num_proc, desc="windows of evaluation questions")
+    return train_ds, eval_features
+
+
+def answer_scorer(eval_raw, eval_features, data_args: DataArguments):
+    """`score(split, EvalPrediction)` for an `EvalRecorder`: the span search, then the SQuAD metrics."""
+
+    def score(split: str, prediction):
+        start_logits, end_logits = prediction.predictions
+        answers = postprocess_qa_predictions(
+            eval_raw, eval_features, start_logits, end_logits, n_best_size=data_args.n_best_size,
+            max_answer_length=data_args.max_answer_length, version_2_with_negative=data_args.version_2_with_negative,
+            null_score_diff_threshold=data_args.null_score_diff_threshold)
+        # Keep answers and null odds only: n-best lists of every evaluation of every seed add up to GBs.
+        kept = (answers.predictions, answers.null_score_diff)
+        return squad_metrics(answers.predictions, eval_raw, data_args.version_2_with_negative), kept
+
+    return score
 
 
 if __name__ == "__main__":

@@ -30,28 +30,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from electra_hf.finetuning import (
-    FinetuningArguments,
-    make_accelerator,
-    resolve_learning_rate_and_layer_decay,
-    run_with_seeds,
-)
+from electra_hf import arguments
+from electra_hf.arguments import FinetuningArguments, FinetuningModelArguments
+from electra_hf.finetuning import FinetuningTask
 from electra_hf.scripts_common import (
     EvalRecorder,
-    ModelArguments,
     first_n,
-    init_trackers,
-    load_discriminator_and_tokenizer,
     metrics_table,
     model_load_kwargs,
     plain_electra_config,
     seed_summary,
-    setup_logging,
+    start_finetuning,
     summary_rows,
     write_results_and_end_training,
     write_seed_predictions,
 )
-from electra_hf.scripts_common import parse_args as parse_dataclasses
+from electra_hf.seeds import run_with_seeds
 from electra_hf.tasks.tagging import (
     TAG_SCHEMES,
     TAGGING_NON_MODEL_COLUMNS,
@@ -137,7 +131,7 @@ class DataArguments:
 # --------------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None):
     """Flags, or one .json/.yaml file holding them all."""
-    return parse_dataclasses((ModelArguments, DataArguments, FinetuningArguments), argv)
+    return arguments.parse_args((FinetuningModelArguments, DataArguments, FinetuningArguments), argv)
 
 
 def task_files(data_args: DataArguments) -> dict[str, str]:
@@ -221,40 +215,72 @@ def results_markdown(results: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Parse arguments, fine-tune for every seed; returns the results dict (also written to
     ``<output_dir>/results.json`` and ``results.md``)."""
-    from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification
-
     model_args, data_args, ft_args = parse_args(argv)
-    accelerator = make_accelerator(ft_args)
-    setup_logging(accelerator)
-    model_path, base_config, tokenizer = load_discriminator_and_tokenizer(
-        model_args, ft_args.max_seq_length, need_fast_tokenizer="aligning word labels to sub-tokens (word_ids)")
-    learning_rate, layer_decay = resolve_learning_rate_and_layer_decay(ft_args, base_config)
-    init_trackers(accelerator, ft_args, model_args, data_args)
-
-    with accelerator.main_process_first():
+    setup = start_finetuning(model_args, data_args, ft_args,
+                             need_fast_tokenizer="aligning word labels to sub-tokens (word_ids)")
+    with setup.accelerator.main_process_first():
         raw, tag_scheme, fixed_labels = load_raw_splits(data_args, model_args.cache_dir)
     limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples,
               "test": data_args.max_predict_samples}
     raw = {split: first_n(ds, limits[split]) for split, ds in raw.items()}
-    # Labels from every labelled split, so that a tag seen only in dev/test does not crash the alignment.
+    labels = label_list(raw, fixed_labels, data_args.task)
+    entity_level = is_entity_tagging(labels)
+    task, recorder, gold = tagging_task(raw, labels, entity_level, setup.tokenizer, data_args, ft_args)
+    task_name = data_args.task or data_args.dataset_name or Path(data_args.train_file).name
+    logger.info("%s: %d training sentences, %d labels (%s), tag scheme %s, seeds %s", task_name,
+                len(task.train_dataset), len(labels), " ".join(labels), tag_scheme, list(ft_args.seeds))
+    outcome = run_with_seeds(token_classifier_init(setup, model_args, labels), task, ft_args,
+                             accelerator=setup.accelerator)
+
+    main_metric = "dev/f1" if entity_level else "dev/accuracy"
+    metric_keys = []
+    for name in task.eval_datasets:
+        metric_keys += [f"{name}/{m}" for m in (OVERALL_METRICS if entity_level else ("accuracy",))]
+        if entity_level:
+            metric_keys += [f"{name}/{typ}/{m}" for typ in sorted(entity_counts(gold[name])) for m in PER_TYPE_METRICS]
+    output_dir = Path(ft_args.output_dir)
+    results: dict[str, Any] = {
+        "task": task_name, "model": model_args.model_name_or_path, "learning_rate": setup.learning_rate,
+        "layer_decay": setup.layer_decay, "seeds": outcome.seeds, "labels": labels, "tag_scheme": tag_scheme,
+        "num_train_examples": len(task.train_dataset),
+        "num_eval_examples": {n: len(ds) for n, ds in task.eval_datasets.items()},
+        **seed_summary(outcome, metric_keys),
+        "best_seed": outcome.best_seed(main_metric).seed, "best_seed_selected_by": main_metric,
+    }
+    if "test" in task.eval_datasets:
+        results["test_predictions"] = write_seed_predictions(
+            setup.accelerator, output_dir, outcome, recorder, "test", "test_predictions.txt",
+            lambda path, predicted: write_conll_predictions(path, raw["test"], predicted))
+    if setup.accelerator.is_main_process:
+        logger.info("median: %s", {k: round(v, 4) for k, v in outcome.median.items() if k in metric_keys and k.count("/") == 1})
+    write_results_and_end_training(setup.accelerator, output_dir, results, results_markdown(results), logger)
+    return results
+
+
+def label_list(raw: dict[str, Any], fixed_labels, task_name: str | None) -> list[str]:
+    """The task's labels, or those of every labelled split (a tag seen only in dev/test must not
+    crash the alignment)."""
     observed = labels_from_datasets(*raw.values())
-    labels = list(fixed_labels) if fixed_labels else observed
     if fixed_labels and not set(observed) <= set(fixed_labels):  # e.g. --task conll2003 --tag_column 2 (chunks)
         logger.warning("tags %s are not in the %s label list: using the tags found in the data instead",
-                       sorted(set(observed) - set(fixed_labels)), data_args.task)
-        labels = observed
-    label2id, id2label = label_maps(labels)
-    entity_level = is_entity_tagging(labels)
+                       sorted(set(observed) - set(fixed_labels)), task_name)
+        return observed
+    return list(fixed_labels) if fixed_labels else observed
 
+
+def tagging_task(raw, labels, entity_level: bool, tokenizer, data_args, ft_args) -> tuple[FinetuningTask, Any, dict]:
+    """The encoded splits as a `FinetuningTask`, its `EvalRecorder` (predicted tags per evaluation),
+    and the gold tags of the evaluated splits."""
+    from transformers import DataCollatorForTokenClassification
+
+    label2id, id2label = label_maps(labels)
     encoded = {split: encode_tagging_dataset(ds, tokenizer, label2id, max_length=ft_args.max_seq_length,
                                              label_all_tokens=data_args.label_all_tokens,
-                                             num_proc=data_args.preprocessing_num_workers,
-                                             desc=f"tokenizing {split}")
+                                             num_proc=data_args.preprocessing_num_workers, desc=f"tokenizing {split}")
                for split, ds in raw.items()}
     train_ds = encoded.pop("train").remove_columns(list(TAGGING_NON_MODEL_COLUMNS))
     eval_splits = {SPLIT_NAMES[split]: split for split in encoded}  # "dev" (and "test"), in that order
-    eval_ds = {name: encoded[split].remove_columns(list(TAGGING_NON_MODEL_COLUMNS))
-               for name, split in eval_splits.items()}
+    eval_ds = {name: encoded[split].remove_columns(list(TAGGING_NON_MODEL_COLUMNS)) for name, split in eval_splits.items()}
     # Kept aside to map sub-token predictions back to words (the model never sees them).
     word_ids = {name: encoded[split]["word_ids"] for name, split in eval_splits.items()}
     num_words = {name: encoded[split]["num_words"] for name, split in eval_splits.items()}
@@ -269,43 +295,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         tokenizer, padding="max_length" if ft_args.pad_to_max_length else True,
         max_length=ft_args.max_seq_length if ft_args.pad_to_max_length else None,
         pad_to_multiple_of=ft_args.pad_to_multiple_of)
+    task = FinetuningTask(train_ds, collator, eval_datasets=eval_ds, compute_metrics=recorder, tokenizer=tokenizer)
+    return task, recorder, gold
+
+
+def token_classifier_init(setup, model_args, labels: list[str]):
+    """A callable returning a fresh token classifier on top of the pre-trained discriminator."""
+    from transformers import AutoModelForTokenClassification
+
+    label2id, id2label = label_maps(labels)
     overrides: dict[str, Any] = dict(num_labels=len(labels), id2label=id2label, label2id=label2id)
     if model_args.classifier_dropout is not None:
         overrides["classifier_dropout"] = model_args.classifier_dropout
-    config = plain_electra_config(base_config, **overrides)
+    config = plain_electra_config(setup.base_config, **overrides)
     load_kwargs = model_load_kwargs(model_args)
-
-    def model_init():
-        return AutoModelForTokenClassification.from_pretrained(model_path, config=config, **load_kwargs)
-
-    task_name = data_args.task or data_args.dataset_name or Path(data_args.train_file).name
-    logger.info("%s: %d training sentences, %d labels (%s), tag scheme %s, seeds %s", task_name, len(train_ds),
-                len(labels), " ".join(labels), tag_scheme, list(ft_args.seeds))
-    outcome = run_with_seeds(model_init, train_ds, collator, ft_args, eval_datasets=eval_ds,
-                             compute_metrics=recorder, tokenizer=tokenizer, accelerator=accelerator)
-
-    main_metric = "dev/f1" if entity_level else "dev/accuracy"
-    metric_keys = []
-    for name in eval_ds:
-        metric_keys += [f"{name}/{m}" for m in (OVERALL_METRICS if entity_level else ("accuracy",))]
-        if entity_level:
-            metric_keys += [f"{name}/{typ}/{m}" for typ in sorted(entity_counts(gold[name])) for m in PER_TYPE_METRICS]
-    output_dir = Path(ft_args.output_dir)
-    results: dict[str, Any] = {
-        "task": task_name, "model": model_args.model_name_or_path, "learning_rate": learning_rate,
-        "layer_decay": layer_decay, "seeds": outcome.seeds, "labels": labels, "tag_scheme": tag_scheme,
-        "num_train_examples": len(train_ds), "num_eval_examples": {n: len(ds) for n, ds in eval_ds.items()},
-        **seed_summary(outcome, metric_keys),
-        "best_seed": outcome.best_seed(main_metric).seed, "best_seed_selected_by": main_metric,
-    }
-    if "test" in eval_ds:
-        results["test_predictions"] = write_seed_predictions(
-            accelerator, output_dir, outcome, recorder, "test", "test_predictions.txt",
-            lambda path, predicted: write_conll_predictions(path, raw["test"], predicted))
-    if accelerator.is_main_process:
-        logger.info("median: %s", {k: round(v, 4) for k, v in outcome.median.items() if k in metric_keys and k.count("/") == 1})
-    write_results_and_end_training(accelerator, output_dir, results, results_markdown(results), logger)
-    return results
+    return lambda: AutoModelForTokenClassification.from_pretrained(setup.model_path, config=config, **load_kwargs)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ shared) unless `generator_config` is given explicitly.
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 from transformers import AutoConfig, ElectraConfig, PreTrainedConfig
@@ -26,6 +27,17 @@ PRETRAINING_FIELDS = (
     "max_seq_length", "max_predictions_per_seq", "generator_loss_weight", "discriminator_loss_weight",
     "sampling_temperature", "sampling_method", "compute_metrics",
 )
+
+# Discriminator fields a run may override (the generator follows through `generator_size_ratio`).
+DISCRIMINATOR_FIELDS = {
+    "hidden_size": "Hidden size of the discriminator (Small 256, Base 768, Large 1024).",
+    "embedding_size": "Embedding size, shared with the generator (Small 128, Base 768, Large 1024).",
+    "num_hidden_layers": "Transformer layers (Small and Base 12, Large 24).",
+    "num_attention_heads": "Attention heads (Small 4, Base 12, Large 16).",
+    "intermediate_size": "Feed-forward size (4 × hidden).",
+    "hidden_dropout_prob": "Dropout on hidden states (0.1).",
+    "attention_probs_dropout_prob": "Dropout on attention probabilities (0.1).",
+}
 
 # The official sizes (paper Table 6 / official configure_pretraining.py) and small CPU presets.
 # Each entry: discriminator ElectraConfig fields, generator ratio, RTD fields.
@@ -125,8 +137,8 @@ class ElectraPretrainingConfig(PreTrainedConfig):
         max_seq_length (`int`, defaults to 128): sequence length of the pre-training examples.
         max_predictions_per_seq (`int`, *optional*):
             N, the cap on selected positions per sequence. Default `int((mask_prob+0.005)*max_seq_length)`.
-        generator_loss_weight (`float`, defaults to 1.0)
-        discriminator_loss_weight (`float`, defaults to 50.0)
+        generator_loss_weight (`float`, defaults to 1.0): weight of the generator's masked-LM loss.
+        discriminator_loss_weight (`float`, defaults to 50.0): weight of the discriminator's loss.
         sampling_temperature (`float`, defaults to 1.0): sampling temperature.
         sampling_method (`str`, defaults to `"categorical"`): how replacements are drawn from the
             generator's softmax. `"gumbel"`: the official Gumbel-max, `argmax(logits/T + g)` with one
@@ -289,6 +301,20 @@ def _plain_fields(config: ElectraConfig) -> dict[str, Any]:
     for key in ("model_type", "transformers_version", "architectures", "_name_or_path"):
         fields.pop(key, None)
     return fields
+
+
+def field_help() -> dict[str, str]:
+    """One line of help per overridable field: the pre-training fields' from the
+    `ElectraPretrainingConfig` docstring (their one documentation), then `DISCRIMINATOR_FIELDS`."""
+    entries = re.findall(r"^ {8}(\w+) \(`[^`]*`(?:, ([^)]*))?\)(?::\s*(.*?))?(?=^ {8}\w+ \(|\Z)",
+                         ElectraPretrainingConfig.__doc__, flags=re.MULTILINE | re.DOTALL)
+    help_text = {}
+    for name, default, text in entries:
+        if name in PRETRAINING_FIELDS:
+            text = " ".join(text.split())
+            default = default.replace("defaults to ", "") if default and "defaults to" in default else ""
+            help_text[name] = f"{text[:1].upper()}{text[1:]}" + (f" Config default: {default}." if default else "")
+    return {**help_text, **DISCRIMINATOR_FIELDS}
 
 
 AutoConfig.register(ElectraPretrainingConfig.model_type, ElectraPretrainingConfig)

@@ -1,9 +1,9 @@
 """What the fine-tuning scripts (train_glue.py, train_tagging.py, train_squad.py) share.
 
-The training loop itself lives in :mod:`electra_hf.finetuning`; this module holds the glue
-around it that every script would otherwise repeat: arguments from flags or one .json/.yaml
-file, loading the discriminator to fine-tune (pre-training checkpoints and exports included)
-with its tokenizer and the checks that catch mismatches early, logging and trackers, the
+The training loop itself lives in :mod:`electra_hf.finetuning` (several seeds: :mod:`electra_hf.seeds`),
+the arguments in :mod:`electra_hf.arguments`; this module holds the glue around them that every
+script would otherwise repeat: loading the discriminator to fine-tune (pre-training checkpoints
+and exports included) with its tokenizer and the checks that catch mismatches early, the
 results files (JSON + a Markdown table with one column per seed and the median) and the end of
 a run (:func:`write_results_and_end_training`), and :class:`EvalRecorder`, which keeps the
 by-products of each evaluation (predicted tags, answer texts) so that scripts write per-seed
@@ -16,24 +16,23 @@ import json
 import logging
 import math
 import os
-import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .arguments import FinetuningModelArguments
+
 __all__ = [
-    "ModelArguments",
-    "parse_args",
+    "FinetuningSetup",
+    "start_finetuning",
     "resolve_discriminator_path",
     "check_vocab",
     "load_discriminator_and_tokenizer",
     "plain_electra_config",
     "model_load_kwargs",
-    "setup_logging",
-    "init_trackers",
     "first_n",
     "json_safe",
     "format_metric",
@@ -48,36 +47,31 @@ __all__ = [
 
 
 @dataclass
-class ModelArguments:
-    """Which checkpoint and tokenizer to fine-tune (the arguments every fine-tuning script takes)."""
+class FinetuningSetup:
+    """What every fine-tuning script starts from (`start_finetuning`)."""
 
-    model_name_or_path: str = field(
-        metadata={"help": "An ELECTRA discriminator: a local export folder, a train_pretrain.py checkpoint, or a "
-                          "Hub id (e.g. google/electra-small-discriminator)."})
-    tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer, if not the model's own."})
-    classifier_dropout: float | None = field(
-        default=None,
-        metadata={"help": "Dropout before the output layer (classification and tagging heads; the QA head has "
-                          "none). None: the model's hidden_dropout_prob (0.1)."})
-    attn_implementation: str | None = field(default=None, metadata={"help": "eager | sdpa (default: transformers')."})
-    cache_dir: str | None = field(default=None, metadata={"help": "Cache for Hub downloads."})
-    allow_vocab_size_mismatch: bool = field(
-        default=False,
-        metadata={"help": "Accept a tokenizer smaller than the model's vocab_size (embeddings padded on purpose)."})
+    accelerator: Any
+    model_path: str  # where the discriminator's weights are (an export, a checkpoint's, a Hub id)
+    base_config: Any
+    tokenizer: Any
+    learning_rate: float
+    layer_decay: float
 
 
-def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = None) -> tuple:
-    """Parse ``argv`` (default ``sys.argv[1:]``) into the given dataclasses; a single ``.json``,
-    ``.yaml`` or ``.yml`` argument is read as a config file holding all the arguments."""
-    from transformers import HfArgumentParser
+def start_finetuning(model_args: FinetuningModelArguments, data_args: Any, ft_args: Any,
+                     need_fast_tokenizer: str = "") -> FinetuningSetup:
+    """The Accelerator, logging, the discriminator's config and tokenizer (checked to fit), the
+    learning rate and layer decay, and the trackers (with every argument as hyper-parameters)."""
+    from .finetuning import resolve_learning_rate_and_layer_decay
+    from .training import build_accelerator, init_trackers, setup_logging
 
-    parser = HfArgumentParser(tuple(dataclass_types))
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(os.path.abspath(argv[0]))
-    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
-        return parser.parse_yaml_file(os.path.abspath(argv[0]))
-    return parser.parse_args_into_dataclasses(args=argv)
+    accelerator = build_accelerator(ft_args)
+    setup_logging(accelerator)
+    model_path, base_config, tokenizer = load_discriminator_and_tokenizer(model_args, ft_args.max_seq_length,
+                                                                          need_fast_tokenizer)
+    learning_rate, layer_decay = resolve_learning_rate_and_layer_decay(ft_args, base_config)
+    init_trackers(accelerator, ft_args, model_args, data_args)
+    return FinetuningSetup(accelerator, model_path, base_config, tokenizer, learning_rate, layer_decay)
 
 
 def resolve_discriminator_path(path: str) -> str:
@@ -106,7 +100,7 @@ def check_vocab(tokenizer, config, model_path: str, tokenizer_path: str, allow_s
     )
 
 
-def load_discriminator_and_tokenizer(model_args: ModelArguments, max_seq_length: int, need_fast_tokenizer: str = ""):
+def load_discriminator_and_tokenizer(model_args: FinetuningModelArguments, max_seq_length: int, need_fast_tokenizer: str = ""):
     """Resolve the checkpoint, load its config and tokenizer, and check that they fit together.
 
     Returns ``(model_path, base_config, tokenizer)``. Raises ``ValueError`` for a model that is not
@@ -144,35 +138,12 @@ def plain_electra_config(base_config, **overrides):
     return ElectraConfig(**{**values, **overrides})
 
 
-def model_load_kwargs(model_args: ModelArguments) -> dict[str, Any]:
+def model_load_kwargs(model_args: FinetuningModelArguments) -> dict[str, Any]:
     """Keyword arguments for ``from_pretrained`` that come from the model arguments."""
     kwargs: dict[str, Any] = dict(cache_dir=model_args.cache_dir)
     if model_args.attn_implementation:
         kwargs["attn_implementation"] = model_args.attn_implementation
     return kwargs
-
-
-def setup_logging(accelerator) -> None:
-    """INFO logs on the local main process; only warnings from the others (one copy of each line)."""
-    import datasets
-    import transformers
-
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        level=logging.INFO if accelerator.is_local_main_process else logging.WARNING)
-    if not accelerator.is_local_main_process:
-        datasets.logging.set_verbosity_error()
-        transformers.logging.set_verbosity_error()
-
-
-def init_trackers(accelerator, ft_args, *other_args) -> None:
-    """Start the ``--report_to`` trackers with every argument as the run's hyper-parameters."""
-    from electra_hf.finetuning import args_to_dict
-
-    if ft_args.report_to:
-        config: dict[str, Any] = dict(args_to_dict(ft_args))
-        for args in other_args:
-            config.update(args_to_dict(args))
-        accelerator.init_trackers(ft_args.tracker_project_name, config=config)
 
 
 def first_n(dataset, n: int | None):

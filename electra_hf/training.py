@@ -1,131 +1,68 @@
-"""Pieces of an Accelerate training run that every script needs, written once.
+"""What every electra_hf training loop shares: the Accelerator, trackers, logs and the step.
 
-- Resumable, crash-safe checkpoints: `save_checkpoint` writes `step_XXXXXXXX.tmp/`, then a
-  `training_state.json` marker, then renames to `step_XXXXXXXX/`; `find_latest_checkpoint` only
-  considers finished folders, so a crash mid-write never yields a broken "latest".
-- Up-front checks of the hardware/precision and tracker requests (`check_mixed_precision`,
-  `resolve_report_to`), so an impossible setup fails before any training.
-- `NonFiniteGuard`: records the first optimizer step whose loss was NaN/inf without a host sync
-  per step; checked at logging and before every checkpoint so no poisoned checkpoint is written.
+- `build_accelerator` checks the hardware, precision, launch and tracker requests before any
+  training starts, so an impossible setup fails at once with the reason.
+- `train_micro_batch`: forward, backward and, at the end of a gradient accumulation, clipping and
+  the optimizer step, as both loops do them.
+- `log_metrics`, `setup_logging`, `init_trackers`: one way to report a run.
+Checkpoints and resume live in `electra_hf.checkpoints`.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
-import re
-import shutil
+from collections.abc import Mapping
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-CHECKPOINT_PATTERN = re.compile(r"^step_(\d+)$")
-STATE_FILE = "training_state.json"
+
+def train_micro_batch(accelerator, model, optimizer, batch: Mapping[str, torch.Tensor], max_grad_norm: float,
+                      step_model=None):
+    """One micro-batch: forward and backward; at the end of an accumulation also clip the
+    gradients to `max_grad_norm` (0: no clipping) and step the optimizer. Returns the model's
+    output and its loss. `step_model` (default `model`) is what runs the forward pass, e.g. a
+    compiled wrapper of `model`."""
+    with accelerator.accumulate(model):
+        output = (model if step_model is None else step_model)(**batch)
+        loss = output["loss"] if isinstance(output, Mapping) else output.loss
+        accelerator.backward(loss)
+        if accelerator.sync_gradients and max_grad_norm > 0:
+            accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return output, loss
 
 
-def checkpoint_dir_name(step: int) -> str:
-    return f"step_{step:08d}"
+def log_metrics(accelerator, values: Mapping[str, float], step: int, jsonl_path: Path | None = None) -> None:
+    """Send `values` to the trackers and, on the main process, append them to `jsonl_path`."""
+    accelerator.log(dict(values), step=step)
+    if jsonl_path is not None and accelerator.is_main_process:
+        with open(jsonl_path, "a") as handle:
+            handle.write(json.dumps({"step": step, **values}) + "\n")
 
 
-def list_checkpoints(checkpoints_root: str | os.PathLike) -> list[tuple[int, Path]]:
-    """Finished checkpoints (folder `step_N` holding the marker), sorted by step."""
-    root = Path(checkpoints_root)
-    found = []
-    if root.is_dir():
-        for child in root.iterdir():
-            match = CHECKPOINT_PATTERN.match(child.name)
-            if match and child.is_dir() and (child / STATE_FILE).is_file():
-                found.append((int(match.group(1)), child))
-    return sorted(found)
+def setup_logging(accelerator) -> None:
+    """INFO logs on the local main process; only warnings from the others (one copy of each line)."""
+    import datasets
+    import transformers
+
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        level=logging.INFO if accelerator.is_local_main_process else logging.WARNING)
+    if not accelerator.is_local_main_process:
+        datasets.logging.set_verbosity_error()
+        transformers.logging.set_verbosity_error()
 
 
-def find_latest_checkpoint(checkpoints_root: str | os.PathLike) -> Path | None:
-    checkpoints = list_checkpoints(checkpoints_root)
-    return checkpoints[-1][1] if checkpoints else None
-
-
-def resolve_resume_path(resume_from_checkpoint: str | None, checkpoints_root: str | os.PathLike) -> Path | None:
-    """`None` → no resume; `"latest"` → newest finished checkpoint (None if there is none yet);
-    a path → that checkpoint, which must be finished (clear error otherwise)."""
-    if not resume_from_checkpoint:
-        return None
-    if resume_from_checkpoint == "latest":
-        return find_latest_checkpoint(checkpoints_root)
-    path = Path(resume_from_checkpoint)
-    if not path.is_dir():
-        raise FileNotFoundError(f"--resume_from_checkpoint {path}: no such checkpoint folder")
-    if not (path / STATE_FILE).is_file():
-        raise ValueError(f"--resume_from_checkpoint {path}: incomplete checkpoint (no {STATE_FILE}); it was not finished")
-    return path
-
-
-def read_training_state(checkpoint: str | os.PathLike) -> dict[str, Any]:
-    return json.loads((Path(checkpoint) / STATE_FILE).read_text())
-
-
-def save_checkpoint(accelerator, checkpoints_root: str | os.PathLike, step: int, state: dict[str, Any],
-                    extra_files: dict[str, str] | None = None, total_limit: int | None = None,
-                    save_extras=None) -> Path:
-    """`accelerator.save_state` into a temp folder, then the marker, then an atomic rename.
-
-    Call on every process (DeepSpeed/FSDP shard their state). `save_extras(folder)` runs on the
-    main process to add files (config, tokenizer). Keeps at most `total_limit` checkpoints.
-    """
-    root = Path(checkpoints_root)
-    final = root / checkpoint_dir_name(step)
-    staging = root / (checkpoint_dir_name(step) + ".tmp")
-    if accelerator.is_main_process:
-        root.mkdir(parents=True, exist_ok=True)
-        if staging.exists():
-            shutil.rmtree(staging)  # a leftover of a crash
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(staging))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        if save_extras is not None:
-            save_extras(staging)
-        for name, text in (extra_files or {}).items():
-            (staging / name).write_text(text)
-        # The marker is written last: its presence means the checkpoint is complete.
-        (staging / STATE_FILE).write_text(json.dumps(state, indent=2, sort_keys=True))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staging, final)
-        if total_limit is not None and total_limit > 0:
-            for _, old in list_checkpoints(root)[:-total_limit]:
-                shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    return final
-
-
-class NonFiniteGuard:
-    """Remembers the first step whose loss was not finite, on the device (no sync per step)."""
-
-    def __init__(self, device: torch.device):
-        self.first_bad_step = torch.tensor(-1, device=device)
-
-    def update(self, loss: torch.Tensor, step: int) -> None:
-        bad_now = ~torch.isfinite(loss.detach())
-        self.first_bad_step = torch.where(
-            (self.first_bad_step < 0) & bad_now, torch.full_like(self.first_bad_step, step), self.first_bad_step
-        )
-
-    def check(self, accelerator=None) -> None:
-        """Raise `FloatingPointError` naming the step (any process's) if a loss was NaN/inf."""
-        value = self.first_bad_step
-        if accelerator is not None and accelerator.num_processes > 1:
-            values = accelerator.gather(value.reshape(1))
-            bad = values[values >= 0]
-            value = bad.min() if bad.numel() else torch.tensor(-1)
-        step = int(value)
-        if step >= 0:
-            raise FloatingPointError(
-                f"the training loss became NaN/inf at optimizer step {step}; stopping. The last checkpoint "
-                "written before that step is intact (lower the learning rate, check the data, or use fp32)."
-            )
+def init_trackers(accelerator, args, *other_args: Any) -> None:
+    """Start the trackers of `args` with every argument of the run as its hyper-parameters."""
+    if args.trackers:
+        accelerator.init_trackers(args.project_name, config=flatten_for_trackers(args, *other_args))
 
 
 def enable_activation_checkpointing(model) -> None:
@@ -169,10 +106,11 @@ def check_mixed_precision(mixed_precision: str, use_cpu: bool, allow_slow_bf16: 
         raise ValueError("--mixed_precision bf16 was requested but this GPU has no bf16 support; use fp16")
 
 
-def resolve_report_to(report_to: str) -> list[str]:
-    """'none' | 'all' | comma list of 'wandb', 'tensorboard' → tracker names, each checked to be usable."""
-    names = [name.strip() for name in (report_to or "none").split(",") if name.strip()]
-    if names in (["none"], []):
+def resolve_report_to(names: list[str]) -> list[str]:
+    """Tracker names (`TrainingArguments.trackers`: 'all', 'wandb', 'tensorboard') → the trackers to
+    start, each checked to be usable ('all': the installed ones)."""
+    names = [name for name in names if name != "none"]
+    if not names:
         return []
     if names == ["all"]:
         names = [name for name in ("wandb", "tensorboard") if _tracker_available(name)]
@@ -225,16 +163,16 @@ def is_cpu_launch() -> bool:
 def build_accelerator(train_args, **accelerator_kwargs):
     """The `Accelerator` of every electra_hf script, checked before any training starts.
 
-    `train_args` needs `mixed_precision`, `gradient_accumulation_steps`, `per_device_train_batch_size`,
-    `max_grad_norm` and `allow_slow_bf16` (the pre-training and fine-tuning argument classes have
-    them). Observed with accelerate 1.15 on CPU machines, and handled here once for all scripts:
+    `train_args` is a `TrainingArguments`: precision, gradient accumulation, batch size, clipping
+    and trackers come from it (trackers log under `output_dir`). Handled here once for all scripts:
 
-    - `accelerate launch --multi_gpu` (and a config's `use_cpu: true`, which that launcher ignores)
-      starts N processes with no distribution at all; `cpu=True` makes them DDP over gloo.
-      DeepSpeed is the exception: Accelerate turns it off when `cpu=True`.
+    - `accelerate launch --multi_gpu` on a machine without GPUs (and a config's `use_cpu: true`,
+      which that launcher ignores) starts N processes with no distribution at all; `cpu=True`
+      makes them DDP over gloo. DeepSpeed is the exception: Accelerate turns it off when `cpu=True`.
     - multi-process CPU runs need the gloo backend (DeepSpeed otherwise counts one process and
       rejects its own batch arithmetic).
-    - precision the hardware cannot run well is refused (`check_mixed_precision`);
+    - precision the hardware cannot run well is refused (`check_mixed_precision`), and so are
+      trackers that are not installed (Accelerate would drop a missing tensorboard silently);
     - a launch whose processes would not train together (FSDP on the CPU, N unconnected copies)
       is refused by `check_distributed_setup`; DeepSpeed "auto" values are filled from the flags
       and contradicting ones refused by `configure_deepspeed`.
@@ -250,11 +188,14 @@ def build_accelerator(train_args, **accelerator_kwargs):
     if use_cpu and distributed and not any(isinstance(h, InitProcessGroupKwargs) for h in handlers):
         handlers.append(InitProcessGroupKwargs(backend="gloo"))
     use_deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
+    trackers = resolve_report_to(train_args.trackers)
     accelerator = Accelerator(
         cpu=use_cpu and not use_deepspeed,
         gradient_accumulation_steps=train_args.gradient_accumulation_steps,
         mixed_precision=train_args.mixed_precision,
         kwargs_handlers=handlers,
+        log_with=trackers or None,
+        project_dir=train_args.output_dir,
         **accelerator_kwargs,
     )
     check_distributed_setup(accelerator)

@@ -48,7 +48,8 @@ import torch
 from tests.test_scripts_pretrain import REPO, corpus, read_metrics, tiny_args  # noqa: F401 (corpus: a fixture)
 
 from electra_hf import training
-from electra_hf.training import STATE_FILE, list_checkpoints
+from electra_hf.arguments import PretrainingArguments
+from electra_hf.checkpoints import STATE_FILE, list_checkpoints
 
 CONFIGS = REPO / "accelerate_configs"
 HAS_DEEPSPEED = importlib.util.find_spec("deepspeed") is not None
@@ -56,7 +57,6 @@ needs_deepspeed = pytest.mark.skipif(not HAS_DEEPSPEED, reason="pip install 'ele
 
 HARNESS = r'''
 import hashlib, json, os, sys
-sys.path.insert(0, os.environ["ELECTRA_TEST_REPO"])
 import torch
 import train_pretrain
 from electra_hf import data as electra_data, modeling
@@ -169,7 +169,6 @@ if __name__ == "__main__":
 # train_glue.py as shipped, optionally killed on every process right after its first checkpoint.
 GLUE_HARNESS = r'''
 import os, runpy, sys
-sys.path.insert(0, os.environ["ELECTRA_TEST_REPO"])
 from electra_hf import finetuning
 
 if os.environ.get("ELECTRA_TEST_CRASH_AFTER_CHECKPOINT"):
@@ -368,7 +367,7 @@ def test_ddp_checkpoint_written_once_and_resumed_by_two_processes(ddp_runs):
     assert [name for name in files if name.endswith((".safetensors", ".bin"))] == ["model.safetensors", "optimizer.bin"]
     assert {"random_states_0.pkl", "random_states_1.pkl", STATE_FILE, "config.json"} <= set(files)
     state = json.loads((checkpoints / "step_00000005" / STATE_FILE).read_text())
-    assert state["completed_steps"] == 5 and state["batches_into_epoch"] == 5
+    assert state["step"] == 5 and state["batches_into_epoch"] == 5
     # one metrics row per step and kind (only the main process writes)
     lines = read_metrics(out)
     assert len(lines) == DDP_STEPS + 2
@@ -570,7 +569,7 @@ def test_glue_deepspeed_killed_and_resumed_equals_uninterrupted(tiny_discriminat
     assert not (resumed / "results.json").exists()
     # The best weights so far, gathered into the checkpoint (all of them, also under ZeRO-3).
     step_2 = torch.load(resumed / "RTE" / "seed_1" / "checkpoints" / "step_00000002" / "best_model_state.pt")
-    launch(REPO / "train_glue.py", glue_args(tiny_discriminator, resumed, *extra, "--resume", "true"), tmp_path,
+    launch(REPO / "train_glue.py", glue_args(tiny_discriminator, resumed, *extra, "--resume_from_checkpoint", "latest", "true"), tmp_path,
            config=config, timeout=400)
 
     want = json.loads((reference / "RTE" / "seed_1" / "run_result.json").read_text())
@@ -632,10 +631,9 @@ def fake_deepspeed_accelerator(ds_config: dict, num_processes: int = 2):
 
 @pytest.mark.parametrize("stage", [2, 3])
 def test_deepspeed_auto_values_come_from_the_flags(stage):
-    import train_pretrain
 
     ds_config = json.loads((CONFIGS / f"ds_zero{stage}.json").read_text())
-    args = train_pretrain.PretrainingArguments(per_device_train_batch_size=8, gradient_accumulation_steps=2,
+    args = PretrainingArguments(per_device_train_batch_size=8, gradient_accumulation_steps=2,
                                                max_grad_norm=0.5)
     training.configure_deepspeed(fake_deepspeed_accelerator(ds_config), args)
     assert ds_config["train_micro_batch_size_per_gpu"] == 8 and ds_config["gradient_accumulation_steps"] == 2
@@ -653,20 +651,18 @@ def test_deepspeed_auto_values_come_from_the_flags(stage):
     ({"optimizer": {"type": "AdamW"}}, r"builds its own"),
 ])
 def test_deepspeed_config_contradicting_the_flags_is_refused(change, match):
-    import train_pretrain
 
     ds_config = {**json.loads((CONFIGS / "ds_zero2.json").read_text()), **change}
-    args = train_pretrain.PretrainingArguments(per_device_train_batch_size=8)
+    args = PretrainingArguments(per_device_train_batch_size=8)
     with pytest.raises(ValueError, match=match):
         training.configure_deepspeed(fake_deepspeed_accelerator(ds_config), args)
 
 
 def test_deepspeed_json_precision_is_checked_like_the_flag():
-    import train_pretrain
     from electra_hf.training import cpu_supports_bf16
 
     ds_config = {**json.loads((CONFIGS / "ds_zero2.json").read_text()), "bf16": {"enabled": True}}
-    args = train_pretrain.PretrainingArguments(per_device_train_batch_size=8)
+    args = PretrainingArguments(per_device_train_batch_size=8)
     if cpu_supports_bf16():
         training.configure_deepspeed(fake_deepspeed_accelerator(ds_config), args, use_cpu=True)
     else:
@@ -699,7 +695,6 @@ def test_every_accelerate_config_parses(name):
 def test_launches_that_would_not_train_together_are_refused(monkeypatch):
     from types import SimpleNamespace
 
-    import train_pretrain
     from accelerate.utils import DistributedType
 
     monkeypatch.setenv("WORLD_SIZE", "2")

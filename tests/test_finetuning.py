@@ -15,16 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from electra_hf.finetuning import (
-    FinetuningArguments,
-    LengthGroupedSampler,
-    finetune,
-    make_accelerator,
-    make_collator,
-    median_metrics,
-    resolve_learning_rate_and_layer_decay,
-    run_with_seeds,
-)
+from electra_hf.arguments import FinetuningArguments
+from electra_hf.finetuning import FinetuningTask, finetune, make_collator, resolve_learning_rate_and_layer_decay
+from electra_hf.samplers import LengthGroupedSampler
+from electra_hf.seeds import median_metrics, run_with_seeds
+from electra_hf.training import build_accelerator
 
 GLUE_DIR = Path(os.environ.get("ELECTRA_HF_GLUE_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"))
 pytestmark = pytest.mark.skipif(not (GLUE_DIR / "SST-2" / "train.tsv").is_file(), reason=f"GLUE files not at {GLUE_DIR}")
@@ -99,8 +94,7 @@ def _args(tmp_path, **overrides):
 def test_training_loss_falls(tiny_dir, tokenizer, tmp_path):
     train = _sst2(tokenizer, "train", 64)  # a random-init tiny encoder: it can at least fit 64 sentences
     args = _args(tmp_path, learning_rate=5e-3, num_train_epochs=8, per_device_train_batch_size=8)
-    result = finetune(_official_model(tiny_dir), train, make_collator(tokenizer, args), args,
-                      eval_datasets={"dev": _sst2(tokenizer, "dev", 64)}, compute_metrics=_accuracy, seed=0)
+    result = finetune(_official_model(tiny_dir), FinetuningTask(train, make_collator(tokenizer, args), eval_datasets={"dev": _sst2(tokenizer, "dev", 64)}, compute_metrics=_accuracy), args, seed=0)
     losses = result.loss_history
     assert result.global_step == len(losses) == 8 * 8
     first, last = np.mean(losses[:5]), np.mean(losses[-5:])
@@ -113,9 +107,8 @@ def test_gradient_accumulation_counts_optimizer_steps(tiny_dir, tokenizer, tmp_p
     train = _sst2(tokenizer, "train", 10)  # batch 2 → 5 micro-batches → ceil(5/2) = 3 optimizer steps per epoch
     args = _args(tmp_path, per_device_train_batch_size=2, gradient_accumulation_steps=2, num_train_epochs=2,
                  warmup_ratio=0.0)
-    accelerator = make_accelerator(args)
-    result = finetune(_official_model(tiny_dir), train, make_collator(tokenizer, args), args,
-                      accelerator=accelerator, seed=1)
+    accelerator = build_accelerator(args)
+    result = finetune(_official_model(tiny_dir), FinetuningTask(train, make_collator(tokenizer, args)), args, accelerator=accelerator, seed=1)
     assert result.global_step == 6 and len(result.loss_history) == 6
     optimizer = accelerator._optimizers[0]
     any_param = next(p for p in result.model.parameters())
@@ -126,23 +119,22 @@ def test_gradient_accumulation_counts_optimizer_steps(tiny_dir, tokenizer, tmp_p
 
 def test_max_steps_and_official_schedule(tiny_dir, tokenizer, tmp_path):
     train = _sst2(tokenizer, "train", 64)
-    args = _args(tmp_path, max_steps=3, lr_scheduler_type="electra", adam_bias_correction=False, weight_decay=0.01,
+    args = _args(tmp_path, max_train_steps=3, lr_scheduler_type="electra", adam_bias_correction=False, weight_decay=0.01,
                  official_layer_decay_off_by_one=True)
-    result = finetune(_official_model(tiny_dir), train, make_collator(tokenizer, args), args, seed=2)
+    result = finetune(_official_model(tiny_dir), FinetuningTask(train, make_collator(tokenizer, args)), args, seed=2)
     assert result.global_step == 3
 
 
 def test_evaluation_counts_each_example_once_in_order(tiny_dir, tokenizer, tmp_path):
     dev = _sst2(tokenizer, "dev", 37)  # 37 = 2 full batches of 16 + 5
-    args = _args(tmp_path, max_steps=1)
+    args = _args(tmp_path, max_train_steps=1)
     seen = {}
 
     def record(split, prediction):
         seen[split] = prediction
         return {"n": len(prediction.label_ids)}
 
-    result = finetune(_official_model(tiny_dir), _sst2(tokenizer, "train", 16), make_collator(tokenizer, args), args,
-                      eval_datasets={"dev": dev}, compute_metrics=record, predict_datasets={"test": dev.remove_columns("label")})
+    result = finetune(_official_model(tiny_dir), FinetuningTask(_sst2(tokenizer, "train", 16), make_collator(tokenizer, args), eval_datasets={"dev": dev}, compute_metrics=record, predict_datasets={"test": dev.remove_columns("label")}), args)
     assert result.metrics["dev/n"] == 37
     assert seen["dev"].predictions.shape == (37, 2)
     assert seen["dev"].label_ids.tolist() == dev["label"]
@@ -193,10 +185,8 @@ def test_median_metrics_by_hand():
 
 
 def test_run_with_seeds_reports_median(tiny_dir, tokenizer, tmp_path):
-    args = _args(tmp_path, max_steps=4, seeds=[3, 4, 5], save_model=True)
-    outcome = run_with_seeds(lambda: _official_model(tiny_dir), _sst2(tokenizer, "train", 64),
-                             make_collator(tokenizer, args), args, eval_datasets={"dev": _sst2(tokenizer, "dev", 48)},
-                             compute_metrics=_accuracy, tokenizer=tokenizer, run_name="SST-2")
+    args = _args(tmp_path, max_train_steps=4, seeds=[3, 4, 5], save_model=True)
+    outcome = run_with_seeds(lambda: _official_model(tiny_dir), FinetuningTask(_sst2(tokenizer, "train", 64), make_collator(tokenizer, args), eval_datasets={"dev": _sst2(tokenizer, "dev", 48)}, compute_metrics=_accuracy, tokenizer=tokenizer), args, run_name="SST-2")
     assert outcome.seeds == [3, 4, 5]
     values = [r.metrics["dev/accuracy"] for r in outcome.per_seed]
     assert outcome.median["dev/accuracy"] == pytest.approx(float(np.median(values)))
@@ -210,16 +200,14 @@ def test_run_with_seeds_reports_median(tiny_dir, tokenizer, tmp_path):
 
 
 def test_same_seed_reproduces(tiny_dir, tokenizer, tmp_path):
-    args = _args(tmp_path, max_steps=3, seeds=[7, 7])
-    outcome = run_with_seeds(lambda: _official_model(tiny_dir), _sst2(tokenizer, "train", 48),
-                             make_collator(tokenizer, args), args)
+    args = _args(tmp_path, max_train_steps=3, seeds=[7, 7])
+    outcome = run_with_seeds(lambda: _official_model(tiny_dir), FinetuningTask(_sst2(tokenizer, "train", 48), make_collator(tokenizer, args)), args)
     assert outcome.per_seed[0].loss_history == outcome.per_seed[1].loss_history
 
 
 def test_best_model_selection_with_eval_steps(tiny_dir, tokenizer, tmp_path):
-    args = _args(tmp_path, max_steps=6, eval_steps=2, metric_for_best_model="dev/accuracy")
-    result = finetune(_official_model(tiny_dir), _sst2(tokenizer, "train", 64), make_collator(tokenizer, args), args,
-                      eval_datasets={"dev": _sst2(tokenizer, "dev", 48)}, compute_metrics=_accuracy, seed=0)
+    args = _args(tmp_path, max_train_steps=6, eval_steps=2, metric_for_best_model="dev/accuracy")
+    result = finetune(_official_model(tiny_dir), FinetuningTask(_sst2(tokenizer, "train", 64), make_collator(tokenizer, args), eval_datasets={"dev": _sst2(tokenizer, "dev", 48)}, compute_metrics=_accuracy), args, seed=0)
     assert [step for step, _ in result.eval_history] == [2, 4, 6]
     best = max(m["dev/accuracy"] for _, m in result.eval_history)
     assert result.metrics["dev/accuracy"] == best
@@ -267,11 +255,11 @@ def test_length_grouped_sampler():
 
 
 def test_group_by_length_and_static_padding_train(tiny_dir, tokenizer, tmp_path):
-    args = _args(tmp_path, max_steps=2, group_by_length=True)
-    assert finetune(_official_model(tiny_dir), _sst2(tokenizer, "train", 32), make_collator(tokenizer, args), args).global_step == 2
-    args = _args(tmp_path, max_steps=2, pad_to_max_length=True)
+    args = _args(tmp_path, max_train_steps=2, group_by_length=True)
+    assert finetune(_official_model(tiny_dir), FinetuningTask(_sst2(tokenizer, "train", 32), make_collator(tokenizer, args)), args).global_step == 2
+    args = _args(tmp_path, max_train_steps=2, pad_to_max_length=True)
     padded = _sst2(tokenizer, "train", 32, padding="max_length")
-    assert finetune(_official_model(tiny_dir), padded, make_collator(tokenizer, args), args).global_step == 2
+    assert finetune(_official_model(tiny_dir), FinetuningTask(padded, make_collator(tokenizer, args)), args).global_step == 2
 
 
 def test_missing_tracker_is_an_error(tmp_path, monkeypatch):
@@ -280,7 +268,7 @@ def test_missing_tracker_is_an_error(tmp_path, monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("tensorboard", "tensorboardX") else real(name, *a))
     with pytest.raises(ValueError, match="tensorboard package is not installed"):
-        make_accelerator(FinetuningArguments(output_dir=str(tmp_path), report_to=["tensorboard"]))
+        build_accelerator(FinetuningArguments(output_dir=str(tmp_path), report_to=["tensorboard"]))
 
 
 # ---------------------------------------------------------------------------- heads and reloading
@@ -336,9 +324,8 @@ def test_finetuned_model_reloads_with_auto_class(tiny_dir, tokenizer, tmp_path, 
         model = _official_model(tiny_dir)
     else:
         model = ElectraForSequenceClassification.from_pretrained(tiny_dir, num_labels=2)
-    args = _args(tmp_path, max_steps=3, save_model=True)
-    result = finetune(model, _sst2(tokenizer, "train", 32), make_collator(tokenizer, args), args,
-                      tokenizer=tokenizer, output_dir=str(tmp_path / head))
+    args = _args(tmp_path, max_train_steps=3, save_model=True)
+    result = finetune(model, FinetuningTask(_sst2(tokenizer, "train", 32), make_collator(tokenizer, args), tokenizer=tokenizer), args, output_dir=str(tmp_path / head))
     saved = Path(result.output_dir)
     ids = torch.tensor([[2, 40, 41, 42, 3], [2, 50, 51, 52, 3]])
     trained = result.model.eval()

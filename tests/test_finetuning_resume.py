@@ -12,9 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from electra_hf import finetuning
-from electra_hf.finetuning import FinetuningArguments, finetune, make_collator, read_run_result, run_with_seeds
-from electra_hf.training import list_checkpoints
+from electra_hf import run_records
+from electra_hf.arguments import FinetuningArguments
+from electra_hf.checkpoints import list_checkpoints
+from electra_hf.finetuning import FinetuningTask, finetune, make_collator
+from electra_hf.run_records import read_run_result
+from electra_hf.samplers import EpochShuffleSampler
+from electra_hf.seeds import run_with_seeds
 from tests.test_finetuning import GLUE_DIR, _accuracy, _args, _official_model, _sst2, tiny_dir, tokenizer  # noqa: F401
 
 needs_glue = pytest.mark.skipif(not (GLUE_DIR / "SST-2" / "train.tsv").is_file(), reason=f"GLUE files not at {GLUE_DIR}")
@@ -55,27 +59,24 @@ def test_resumed_run_equals_the_uninterrupted_one(tiny_dir, tokenizer, tmp_path,
     common = dict(per_device_train_batch_size=4, gradient_accumulation_steps=accumulation, num_train_epochs=2,
                   logging_steps=3, eval_steps=2, metric_for_best_model="dev/accuracy")
     reference_args = _args(tmp_path / "reference", **common)
-    reference = finetune(_model(tiny_dir), train, make_collator(tokenizer, reference_args), reference_args,
-                         eval_datasets={"dev": dev}, compute_metrics=_accuracy, seed=3)
+    reference = finetune(_model(tiny_dir), FinetuningTask(train, make_collator(tokenizer, reference_args), eval_datasets={"dev": dev}, compute_metrics=_accuracy), reference_args, seed=3)
     expected_weights = _weights(reference.model)
 
     args = _args(tmp_path / "resumed", checkpointing_steps=2, **common)
     crash_after = 26  # batches built (training and evaluation): inside epoch 2
     with pytest.raises(Crash):
-        finetune(_model(tiny_dir), train, crashing_collator(make_collator(tokenizer, args), crash_after), args,
-                 eval_datasets={"dev": dev}, compute_metrics=_accuracy, seed=3)
+        finetune(_model(tiny_dir), FinetuningTask(train, crashing_collator(make_collator(tokenizer, args), crash_after), eval_datasets={"dev": dev}, compute_metrics=_accuracy), args, seed=3)
     checkpoints = list_checkpoints(tmp_path / "resumed" / "out" / "checkpoints")
     assert len(checkpoints) == 1  # only the newest is kept
     last_step = checkpoints[0][0]  # (the collator also builds the evaluations' batches)
     assert last_step % 2 == 0 and 10 // accumulation <= last_step < 20 // accumulation  # in epoch 2
     state = json.loads((checkpoints[0][1] / "training_state.json").read_text())
-    assert state["global_step"] == last_step and len(state["loss_history"]) == last_step
+    assert state["step"] == last_step and len(state["loss_history"]) == last_step
     assert (checkpoints[0][1] / "best_model_state.pt").is_file()
 
-    resumed_args = _args(tmp_path / "resumed", checkpointing_steps=2, resume=True, **common)
+    resumed_args = _args(tmp_path / "resumed", checkpointing_steps=2, resume_from_checkpoint="latest", **common)
     # A fresh model: everything that matters must come from the checkpoint.
-    resumed = finetune(_model(tiny_dir), train, make_collator(tokenizer, resumed_args), resumed_args,
-                       eval_datasets={"dev": dev}, compute_metrics=_accuracy, seed=3)
+    resumed = finetune(_model(tiny_dir), FinetuningTask(train, make_collator(tokenizer, resumed_args), eval_datasets={"dev": dev}, compute_metrics=_accuracy), resumed_args, seed=3)
     assert resumed.global_step == reference.global_step == 20 // accumulation
     np.testing.assert_allclose(resumed.loss_history, reference.loss_history, rtol=1e-5, atol=1e-6)
     assert [s for s, _ in resumed.eval_history] == [s for s, _ in reference.eval_history]
@@ -87,35 +88,34 @@ def test_resumed_run_equals_the_uninterrupted_one(tiny_dir, tokenizer, tmp_path,
         torch.testing.assert_close(value, expected_weights[name], rtol=1e-5, atol=1e-6)
     # Finished: the checkpoint is gone, the run is recorded.
     assert not (tmp_path / "resumed" / "out" / "checkpoints").exists()
-    assert (tmp_path / "resumed" / "out" / finetuning.RUN_RESULT_FILE).is_file()
+    assert (tmp_path / "resumed" / "out" / run_records.RUN_RESULT_FILE).is_file()
 
 
 @needs_glue
 def test_a_crash_mid_checkpoint_is_ignored_on_resume(tiny_dir, tokenizer, tmp_path):
     train = _sst2(tokenizer, "train", 32)
-    args = _args(tmp_path, checkpointing_steps=2, max_steps=6, per_device_train_batch_size=4)
+    args = _args(tmp_path, checkpointing_steps=2, max_train_steps=6, per_device_train_batch_size=4)
     with pytest.raises(Crash):
-        finetune(_model(tiny_dir), train, crashing_collator(make_collator(tokenizer, args), 5), args, seed=1)
+        finetune(_model(tiny_dir), FinetuningTask(train, crashing_collator(make_collator(tokenizer, args), 5)), args, seed=1)
     root = tmp_path / "out" / "checkpoints"
     # What a crash while writing step 6 leaves behind: a staging folder without the marker.
     (root / "step_00000006.tmp").mkdir()
     (root / "step_00000006.tmp" / "model.safetensors").write_bytes(b"truncated")
-    resumed_args = _args(tmp_path, checkpointing_steps=2, max_steps=6, per_device_train_batch_size=4, resume=True)
-    reference = finetune(_model(tiny_dir), train, make_collator(tokenizer, args),
-                         _args(tmp_path / "reference", max_steps=6, per_device_train_batch_size=4), seed=1)
-    resumed = finetune(_model(tiny_dir), train, make_collator(tokenizer, args), resumed_args, seed=1)
+    resumed_args = _args(tmp_path, checkpointing_steps=2, max_train_steps=6, per_device_train_batch_size=4, resume_from_checkpoint="latest")
+    reference = finetune(_model(tiny_dir), FinetuningTask(train, make_collator(tokenizer, args)), _args(tmp_path / "reference", max_train_steps=6, per_device_train_batch_size=4), seed=1)
+    resumed = finetune(_model(tiny_dir), FinetuningTask(train, make_collator(tokenizer, args)), resumed_args, seed=1)
     np.testing.assert_allclose(resumed.loss_history, reference.loss_history, rtol=1e-5, atol=1e-6)
 
 
 @needs_glue
 def test_resume_refuses_a_checkpoint_of_another_run(tiny_dir, tokenizer, tmp_path):
     train = _sst2(tokenizer, "train", 32)
-    args = _args(tmp_path, checkpointing_steps=2, max_steps=6, per_device_train_batch_size=4)
+    args = _args(tmp_path, checkpointing_steps=2, max_train_steps=6, per_device_train_batch_size=4)
     with pytest.raises(Crash):
-        finetune(_model(tiny_dir), train, crashing_collator(make_collator(tokenizer, args), 3), args, seed=1)
-    other = _args(tmp_path, checkpointing_steps=2, max_steps=6, per_device_train_batch_size=8, resume=True)
+        finetune(_model(tiny_dir), FinetuningTask(train, crashing_collator(make_collator(tokenizer, args), 3)), args, seed=1)
+    other = _args(tmp_path, checkpointing_steps=2, max_train_steps=6, per_device_train_batch_size=8, resume_from_checkpoint="latest")
     with pytest.raises(ValueError, match=r"made by another run \(per_device_train_batch_size 4 there, 8 now\)"):
-        finetune(_model(tiny_dir), train, make_collator(tokenizer, other), other, seed=1)
+        finetune(_model(tiny_dir), FinetuningTask(train, make_collator(tokenizer, other)), other, seed=1)
     with pytest.raises(ValueError, match="checkpointing_steps must be"):
         FinetuningArguments(checkpointing_steps=-1)
 
@@ -123,16 +123,15 @@ def test_resume_refuses_a_checkpoint_of_another_run(tiny_dir, tokenizer, tmp_pat
 @needs_glue
 def test_finished_seeds_are_read_back_not_trained_again(tiny_dir, tokenizer, tmp_path):
     train, dev, test = _sst2(tokenizer, "train", 32), _sst2(tokenizer, "dev", 24), _sst2(tokenizer, "dev", 10)
-    args = _args(tmp_path, max_steps=3, seeds=[1, 2], per_device_train_batch_size=8)
-    kwargs = dict(eval_datasets={"dev": dev}, compute_metrics=_accuracy, predict_datasets={"test": test},
-                  run_name="SST-2")
-    first = run_with_seeds(lambda: _official_model(tiny_dir), train, make_collator(tokenizer, args), args, **kwargs)
+    args = _args(tmp_path, max_train_steps=3, seeds=[1, 2], per_device_train_batch_size=8)
+    scoring = dict(eval_datasets={"dev": dev}, compute_metrics=_accuracy, predict_datasets={"test": test})
+    first = run_with_seeds(lambda: _official_model(tiny_dir), FinetuningTask(train, make_collator(tokenizer, args), **scoring), args, run_name="SST-2")
 
     def must_not_train():
         raise AssertionError("a finished seed was trained again")
 
-    resumed_args = _args(tmp_path, max_steps=3, seeds=[1, 2], per_device_train_batch_size=8, resume=True)
-    again = run_with_seeds(must_not_train, train, make_collator(tokenizer, args), resumed_args, **kwargs)
+    resumed_args = _args(tmp_path, max_train_steps=3, seeds=[1, 2], per_device_train_batch_size=8, resume_from_checkpoint="latest")
+    again = run_with_seeds(must_not_train, FinetuningTask(train, make_collator(tokenizer, args), **scoring), resumed_args, run_name="SST-2")
     assert again.median == pytest.approx(first.median)
     for got, want in zip(again.per_seed, first.per_seed):
         assert got.seed == want.seed and got.global_step == want.global_step
@@ -141,14 +140,14 @@ def test_finished_seeds_are_read_back_not_trained_again(tiny_dir, tokenizer, tmp
         np.testing.assert_array_equal(got.predictions["test"].label_ids, want.predictions["test"].label_ids)
 
     # A record made under other arguments is not silently reused.
-    changed = _args(tmp_path, max_steps=3, seeds=[1, 2], per_device_train_batch_size=8, resume=True, learning_rate=1e-3)
+    changed = _args(tmp_path, max_train_steps=3, seeds=[1, 2], per_device_train_batch_size=8, resume_from_checkpoint="latest", learning_rate=1e-3)
     with pytest.raises(ValueError, match=r"made by another run \(learning_rate 0.003 there, 0.001 now\)"):
-        run_with_seeds(must_not_train, train, make_collator(tokenizer, args), changed, **kwargs)
+        run_with_seeds(must_not_train, FinetuningTask(train, make_collator(tokenizer, args), **scoring), changed, run_name="SST-2")
     with pytest.raises(ValueError, match=r"num_train_examples 32 there, 16 now"):
-        run_with_seeds(must_not_train, train.select(range(16)), make_collator(tokenizer, args), resumed_args, **kwargs)
+        run_with_seeds(must_not_train, FinetuningTask(train.select(range(16)), make_collator(tokenizer, args), **scoring), resumed_args, run_name="SST-2")
 
     # One seed's record lost (as if it crashed): only that seed is trained again, and it reproduces.
-    (tmp_path / "out" / "SST-2" / "seed_2" / finetuning.RUN_RESULT_FILE).unlink()
+    (tmp_path / "out" / "SST-2" / "seed_2" / run_records.RUN_RESULT_FILE).unlink()
     assert read_run_result(tmp_path / "out" / "SST-2" / "seed_2") is None
     calls = []
 
@@ -156,16 +155,16 @@ def test_finished_seeds_are_read_back_not_trained_again(tiny_dir, tokenizer, tmp
         calls.append(1)
         return _official_model(tiny_dir)
 
-    third = run_with_seeds(counting_init, train, make_collator(tokenizer, args), resumed_args, **kwargs)
+    third = run_with_seeds(counting_init, FinetuningTask(train, make_collator(tokenizer, args), **scoring), resumed_args, run_name="SST-2")
     assert len(calls) == 1
     assert third.per_seed[1].loss_history == pytest.approx(first.per_seed[1].loss_history, rel=1e-5)
 
 
 def test_epoch_order_is_a_function_of_seed_and_epoch():
-    sampler = finetuning.EpochShuffleSampler(50, seed=4)
+    sampler = EpochShuffleSampler(50, seed=4)
     sampler.set_epoch(3)
     order = list(sampler)
-    other = finetuning.EpochShuffleSampler(50, seed=4)
+    other = EpochShuffleSampler(50, seed=4)
     other.set_epoch(0)
     list(other)  # drawing earlier epochs does not change epoch 3
     other.set_epoch(3)

@@ -111,14 +111,14 @@ def test_main_hf_head_from_yaml_config(tiny, tmp_path):
 
 def test_official_lr_comes_from_model_size(tiny, tmp_path):
     results = train_glue.main(["--model_name_or_path", str(tiny), "--data_dir", str(GLUE_DIR), "--output_dir",
-                               str(tmp_path), "--task_name", "wnli", "--model_size", "small", "--max_steps", "1",
+                               str(tmp_path), "--task_name", "wnli", "--model_size", "small", "--max_train_steps", "1",
                                "--max_train_samples", "16", "--max_eval_samples", "8", "--save_model", "false",
                                "--disable_tqdm", "true"])
     assert (results["learning_rate"], results["layer_decay"]) == (3e-4, 0.8)
 
 
 def test_bad_inputs(tiny, tmp_path):
-    common = ["--data_dir", str(GLUE_DIR), "--output_dir", str(tmp_path), "--max_steps", "1", "--learning_rate", "1e-3",
+    common = ["--data_dir", str(GLUE_DIR), "--output_dir", str(tmp_path), "--max_train_steps", "1", "--learning_rate", "1e-3",
               "--layer_decay", "0.8"]
     mismatched = _build_tiny(tmp_path / "mismatch", vocab_size=1000)
     with pytest.raises(ValueError, match=r"Tokenizer vocabulary \(\d+ tokens.*vocab_size \(1000"):
@@ -138,7 +138,9 @@ def test_bad_inputs(tiny, tmp_path):
 
 
 def test_resolve_discriminator_path_passes_hub_ids_through():
-    assert train_glue.resolve_discriminator_path("google/electra-small-discriminator") == "google/electra-small-discriminator"
+    from electra_hf.scripts_common import resolve_discriminator_path
+
+    assert resolve_discriminator_path("google/electra-small-discriminator") == "google/electra-small-discriminator"
 
 
 def test_main_hub_dataset_path(tiny, tmp_path, monkeypatch):
@@ -160,7 +162,7 @@ def test_main_hub_dataset_path(tiny, tmp_path, monkeypatch):
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     results = train_glue.main(["--model_name_or_path", str(tiny), "--dataset_name", "nyu-mll/glue", "--task_name", "rte",
-                               "--output_dir", str(tmp_path), "--max_steps", "1", "--learning_rate", "1e-3",
+                               "--output_dir", str(tmp_path), "--max_train_steps", "1", "--learning_rate", "1e-3",
                                "--layer_decay", "0.8", "--save_model", "false", "--disable_tqdm", "true"])
     assert requested == [("nyu-mll/glue", "rte", "train"), ("nyu-mll/glue", "rte", "validation")]
     assert results["tasks"]["RTE"]["num_train_examples"] == 20

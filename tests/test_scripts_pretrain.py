@@ -13,12 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-import train_pretrain  # noqa: E402
+import train_pretrain
+from electra_hf.checkpoints import STATE_FILE, list_checkpoints
+from electra_hf.modeling import ElectraForRTDPretraining
 
-from electra_hf.modeling import ElectraForRTDPretraining  # noqa: E402
-from electra_hf.training import STATE_FILE, list_checkpoints  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 GUTENBERG = Path(os.environ.get("ELECTRA_HF_SHARED", REPO.parent / "shared")) / "data" / "corpus" / "gutenberg" / "gutenberg_05.txt.gz"
 
@@ -69,7 +68,7 @@ def test_tiny_run_learns_and_exports(corpus, tmp_path):
     steps = [step for step, _ in list_checkpoints(out / "checkpoints")]
     assert steps == [20, 30, 40]  # checkpoints_total_limit 3
     last_checkpoint = out / "checkpoints" / "step_00000040"
-    assert json.loads((last_checkpoint / STATE_FILE).read_text())["completed_steps"] == 40
+    assert json.loads((last_checkpoint / STATE_FILE).read_text())["step"] == 40
     assert json.loads((last_checkpoint / "run_config.json").read_text())["train_args"]["max_train_steps"] == 40
     # exports + card + plot
     card = (out / "export" / "discriminator" / "README.md").read_text()

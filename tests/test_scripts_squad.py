@@ -95,7 +95,7 @@ def test_split_by_article_two_seeds_learn_and_reload_in_plain_transformers(tiny,
     out = tmp_path / "squad"
     results = train_squad.main(_common(
         tiny, out, "--train_file", str(SQUAD_DEV), "--split_by_article", "40", "--seeds", "1", "2",
-        "--max_train_samples", "320", "--max_eval_samples", "80", "--max_steps", "30"))
+        "--max_train_samples", "320", "--max_eval_samples", "80", "--max_train_steps", "30"))
 
     from electra_hf.tasks.qa import read_squad, split_by_article, squad_v1_metrics
 
@@ -166,10 +166,10 @@ def test_v2_with_negative_split_null_odds_and_checks(tiny, tmp_path):
     v2 = _v2_file(tmp_path)
     with pytest.raises(ValueError, match=r"v2\.json: \d+ of \d+ training questions have no answer.*"
                                          r"--version_2_with_negative"):
-        train_squad.main(_common(tiny, tmp_path, "--train_file", str(v2), "--split_by_article", "2", "--max_steps", "1"))
+        train_squad.main(_common(tiny, tmp_path, "--train_file", str(v2), "--split_by_article", "2", "--max_train_steps", "1"))
     results = train_squad.main(_common(
         tiny, tmp_path / "v2", "--train_file", str(v2), "--split_by_article", "2", "--version_2_with_negative",
-        "--max_train_samples", "64", "--max_eval_samples", "30", "--max_steps", "3", "--save_model", "false",
+        "--max_train_samples", "64", "--max_eval_samples", "30", "--max_train_steps", "3", "--save_model", "false",
         "--null_score_diff_threshold", "-1000"))
     assert results["metric_keys"][:2] == ["dev/exact", "dev/f1"]
     assert {"dev/HasAns_f1", "dev/NoAns_exact"} <= set(results["metric_keys"])
@@ -191,7 +191,7 @@ def test_official_defaults_and_bad_inputs(tiny, tmp_path):
             data_args.max_answer_length) == (128, 64, 20, 30)
     assert ft_args.learning_rate is None and ft_args.layer_decay is None  # per model size: 3e-4/1e-4/5e-5, 0.8/0.8/0.9
 
-    base = ["--model_name_or_path", str(tiny), "--output_dir", str(tmp_path), "--max_steps", "1"]
+    base = ["--model_name_or_path", str(tiny), "--output_dir", str(tmp_path), "--max_train_steps", "1"]
     # the official 512 does not fit the tiny model's 192 positions
     with pytest.raises(ValueError, match=rf"--max_seq_length 512 exceeds.*max_position_embeddings \({MAX_POSITIONS}"):
         train_squad.main([*base, "--train_file", str(SQUAD_DEV), "--split_by_article", "40"])
@@ -232,7 +232,7 @@ def test_hub_dataset_path(tiny, tmp_path, monkeypatch):
         return local.select(range(0, 40) if split == "train" else range(9000, 9020))
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
-    results = train_squad.main(_common(tiny, tmp_path, "--dataset_name", "squad", "--max_steps", "1",
+    results = train_squad.main(_common(tiny, tmp_path, "--dataset_name", "squad", "--max_train_steps", "1",
                                        "--save_model", "false"))
     assert requested == [("squad", None, "train"), ("squad", None, "validation")]
     assert results["num_train_examples"] == 40 and results["num_eval_examples"] == 20

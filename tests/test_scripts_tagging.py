@@ -135,7 +135,7 @@ def test_conll2003_two_seeds_learn_predict_and_reload_in_plain_transformers(tiny
 def test_conll2000_from_data_root_labels_derived(tiny, tmp_path):
     results = train_tagging.main(_common(
         tiny, tmp_path, "--task", "conll2000", "--data_dir", str(DATA), "--max_train_samples", "64",
-        "--max_eval_samples", "32", "--max_steps", "2", "--save_model", "false"))
+        "--max_eval_samples", "32", "--max_train_steps", "2", "--save_model", "false"))
     labels = results["labels"]
     assert labels[0] == "O" and {"B-NP", "I-NP", "B-VP", "B-PP"} <= set(labels)
     assert labels.index("B-NP") + 1 == labels.index("I-NP")  # sorted by type, B- before I-
@@ -161,7 +161,7 @@ def test_explicit_files_from_yaml_and_malformed_file(tiny, tmp_path):
 
     # --task conll2003 on its chunk column: not the fixed NER labels, so the labels come from the data
     results = train_tagging.main(_common(tiny, tmp_path / "chunks", "--task", "conll2003", "--train_file", str(train),
-                                         "--validation_file", str(train), "--tag_column", "2", "--max_steps", "1",
+                                         "--validation_file", str(train), "--tag_column", "2", "--max_train_steps", "1",
                                          "--save_model", "false"))
     assert {"B-NP", "I-NP", "I-VP"} <= set(results["labels"]) and "B-PER" not in results["labels"]
 
@@ -173,7 +173,7 @@ def test_explicit_files_from_yaml_and_malformed_file(tiny, tmp_path):
     bad.write_text("\n".join(broken) + "\n")
     with pytest.raises(ValueError, match=rf"bad\.conll, line {bad_index + 1}: 1 column"):
         train_tagging.main(_common(tiny, tmp_path, "--train_file", str(bad), "--validation_file",
-                                   str(CONLL2003 / "eng.testa"), "--max_steps", "1"))
+                                   str(CONLL2003 / "eng.testa"), "--max_train_steps", "1"))
 
 
 def test_bad_arguments(tiny, tmp_path):
@@ -213,7 +213,7 @@ def test_hub_dataset_path(tiny, tmp_path, monkeypatch):
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     results = train_tagging.main(_common(tiny, tmp_path, "--dataset_name", "conll2003", "--task", "conll2003",
-                                         "--max_steps", "1", "--save_model", "false"))
+                                         "--max_train_steps", "1", "--save_model", "false"))
     assert requested == [("conll2003", None, "train"), ("conll2003", None, "validation")]
     assert results["labels"] == list(CONLL2003_LABELS) and results["num_train_examples"] == 24
 

@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from .glue_metrics import METRIC_FUNCTIONS, accuracy, f1_binary, matthews_correlation, pearson, spearman  # noqa: F401
+
 __all__ = [
     "TsvLayout",
     "GlueTask",
@@ -480,57 +482,6 @@ def add_swapped_pairs(dataset):
     return datasets.concatenate_datasets([dataset, swapped])
 
 
-# --------------------------------------------------------------------------------------------
-# Metrics (local; values in [0, 1] / [-1, 1], tables multiply by 100)
-# --------------------------------------------------------------------------------------------
-def accuracy(predictions: Sequence[int], references: Sequence[int]) -> float:
-    predictions, references = np.asarray(predictions), np.asarray(references)
-    return float((predictions == references).mean())
-
-
-def f1_binary(predictions: Sequence[int], references: Sequence[int]) -> float:
-    """F1 of the positive class (label 1), as GLUE reports for MRPC and QQP."""
-    from sklearn.metrics import f1_score
-
-    return float(f1_score(np.asarray(references), np.asarray(predictions), pos_label=1, average="binary",
-                          zero_division=0.0))
-
-
-def matthews_correlation(predictions: Sequence[int], references: Sequence[int]) -> float:
-    from sklearn.metrics import matthews_corrcoef
-
-    return float(matthews_corrcoef(np.asarray(references), np.asarray(predictions)))
-
-
-def _correlation(fn, predictions, references) -> float:
-    predictions = np.asarray(predictions, dtype=np.float64).reshape(-1)
-    references = np.asarray(references, dtype=np.float64).reshape(-1)
-    if np.ptp(predictions) == 0 or np.ptp(references) == 0:
-        return float("nan")  # undefined for constant input (a collapsed model): NaN, not an exception
-    return float(fn(predictions, references)[0])
-
-
-def pearson(predictions: Sequence[float], references: Sequence[float]) -> float:
-    from scipy.stats import pearsonr
-
-    return _correlation(pearsonr, predictions, references)
-
-
-def spearman(predictions: Sequence[float], references: Sequence[float]) -> float:
-    from scipy.stats import spearmanr
-
-    return _correlation(spearmanr, predictions, references)
-
-
-_METRIC_FUNCTIONS = {
-    "accuracy": accuracy,
-    "f1": f1_binary,
-    "matthews_correlation": matthews_correlation,
-    "pearson": pearson,
-    "spearmanr": spearman,
-}
-
-
 def predictions_to_label_ids(task: str | GlueTask, predictions) -> np.ndarray:
     """Model outputs → class ids (argmax over logits (N, C), or ids (N,) as given) for
     classification; → float scores (N,) for regression (an (N, 1) array is squeezed)."""
@@ -558,7 +509,7 @@ def compute_glue_metrics(task: str | GlueTask, predictions, references) -> dict[
         refs = refs.astype(np.int64)
         if (refs < 0).any():
             raise ValueError(f"{task.name}: references contain -1 (unlabeled test split?)")
-    return {name: _METRIC_FUNCTIONS[name](preds, refs) for name in task.metrics}
+    return {name: METRIC_FUNCTIONS[name](preds, refs) for name in task.metrics}
 
 
 def glue_average(results: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:

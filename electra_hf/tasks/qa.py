@@ -27,13 +27,13 @@ import gzip
 import json
 import logging
 import os
-import re
-import string
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from datasets import Dataset
+
+from .squad_metrics import normalize_answer, squad_metrics, squad_v1_metrics, squad_v2_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -388,210 +388,75 @@ def postprocess_qa_predictions(
     columns = features.column_names if isinstance(features, Dataset) else list(features)
     cls_all = features["cls_index"] if "cls_index" in columns else [0] * len(offsets_all)
 
-    predictions: dict[str, str] = {}
-    nbest_out: dict[str, list[dict]] = {}
-    null_diff: dict[str, float] = {}
-    ids, contexts = examples["id"], examples["context"]
-    for ex_id, context in zip(ids, contexts):
+    out = QAPredictions(predictions={}, nbest={}, null_score_diff={})
+    for ex_id, context in zip(examples["id"], examples["context"]):
         feats = features_of.get(ex_id, [])
         if not feats:
             logger.warning("example %s has no features; predicting an empty answer", ex_id)
-        min_null: float | None = None
-        candidates: list[dict] = []
+        candidates, min_null = [], None
         for fi in feats:
-            offsets = offsets_all[fi]
-            n = len(offsets)
-            s_log = np.asarray(start_logits[fi], dtype=np.float64)[:n]
-            e_log = np.asarray(end_logits[fi], dtype=np.float64)[:n]
-            cls = cls_all[fi]
-            null = float(s_log[cls] + e_log[cls])
-            if min_null is None or null < min_null:
-                min_null = null
-            s_top = np.argsort(s_log)[::-1][:n_best_size]
-            e_top = np.argsort(e_log)[::-1][:n_best_size]
-            for s in s_top:
-                if offsets[s] is None:
+            window = _WindowLogits(start_logits[fi], end_logits[fi], offsets_all[fi], cls_all[fi], fi)
+            candidates += window.candidates(context, n_best_size, max_answer_length)
+            min_null = window.null_score if min_null is None else min(min_null, window.null_score)
+        _choose_answer(out, ex_id, candidates, min_null, n_best_size, version_2_with_negative,
+                       null_score_diff_threshold)
+    return out
+
+
+@dataclass
+class _WindowLogits:
+    start: Sequence[float]
+    end: Sequence[float]
+    offsets: Sequence
+    cls_index: int
+    feature_index: int
+
+    def __post_init__(self):
+        n = len(self.offsets)
+        self.start = np.asarray(self.start, dtype=np.float64)[:n]
+        self.end = np.asarray(self.end, dtype=np.float64)[:n]
+
+    @property
+    def null_score(self) -> float:
+        return float(self.start[self.cls_index] + self.end[self.cls_index])
+
+    def candidates(self, context: str, n_best_size: int, max_answer_length: int) -> list[dict]:
+        """Spans pairing the best start and end logits, inside the context and not too long."""
+        found = []
+        for s in np.argsort(self.start)[::-1][:n_best_size]:
+            if self.offsets[s] is None:
+                continue
+            for e in np.argsort(self.end)[::-1][:n_best_size]:
+                if self.offsets[e] is None or e < s or e - s + 1 > max_answer_length:
                     continue
-                for e in e_top:
-                    if offsets[e] is None or e < s or e - s + 1 > max_answer_length:
-                        continue
-                    start_char, end_char = offsets[s][0], offsets[e][1]
-                    candidates.append({
-                        "text": context[start_char:end_char],
-                        "score": float(s_log[s] + e_log[e]),
-                        "start_logit": float(s_log[s]),
-                        "end_logit": float(e_log[e]),
-                        "offsets": (int(start_char), int(end_char)),
-                        "feature_index": int(fi),
-                    })
-        candidates.sort(key=lambda c: c["score"], reverse=True)
-        candidates = candidates[:n_best_size]
-        best_span = candidates[0] if candidates else None
-        if version_2_with_negative and min_null is not None:
-            candidates.append({"text": "", "score": min_null, "start_logit": None, "end_logit": None,
-                               "offsets": (0, 0), "feature_index": None})
-            candidates.sort(key=lambda c: c["score"], reverse=True)
-            candidates = candidates[:n_best_size]
-        if candidates:
-            probs = _softmax(np.array([c["score"] for c in candidates]))
-            for c, p in zip(candidates, probs):
-                c["probability"] = float(p)
-        nbest_out[ex_id] = candidates
-
-        if version_2_with_negative:
-            if best_span is None:
-                predictions[ex_id] = ""
-                null_diff[ex_id] = float("inf")
-            else:
-                diff = (min_null if min_null is not None else float("-inf")) - best_span["score"]
-                null_diff[ex_id] = float(diff)
-                predictions[ex_id] = "" if diff > null_score_diff_threshold else best_span["text"]
-        else:
-            predictions[ex_id] = best_span["text"] if best_span is not None else ""
-    return QAPredictions(predictions=predictions, nbest=nbest_out, null_score_diff=null_diff)
+                start_char, end_char = self.offsets[s][0], self.offsets[e][1]
+                found.append({"text": context[start_char:end_char], "score": float(self.start[s] + self.end[e]),
+                              "start_logit": float(self.start[s]), "end_logit": float(self.end[e]),
+                              "offsets": (int(start_char), int(end_char)), "feature_index": int(self.feature_index)})
+        return found
 
 
-# --------------------------------------------------------------------------------------------------
-# Official metrics
-# --------------------------------------------------------------------------------------------------
-
-_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
-_PUNCT = set(string.punctuation)
-
-
-def normalize_answer(s: str) -> str:
-    """The official SQuAD normalisation: lower case, drop punctuation and articles (a/an/the), fix spaces."""
-    s = s.lower()
-    s = "".join(ch for ch in s if ch not in _PUNCT)
-    s = _ARTICLES.sub(" ", s)
-    return " ".join(s.split())
-
-
-def _f1_v1(prediction: str, ground_truth: str) -> float:
-    """F1 of the v1.1 script: bag-of-tokens overlap; 0 when nothing is shared (even two empty strings)."""
-    pred = normalize_answer(prediction).split()
-    gold = normalize_answer(ground_truth).split()
-    common = collections.Counter(pred) & collections.Counter(gold)
-    num_same = sum(common.values())
-    if num_same == 0:
-        return 0.0
-    precision = num_same / len(pred)
-    recall = num_same / len(gold)
-    return 2 * precision * recall / (precision + recall)
-
-
-def _f1_v2(prediction: str, ground_truth: str) -> float:
-    """F1 of the v2.0 script: as v1.1, but an empty side scores 1 if both are empty, else 0."""
-    pred = normalize_answer(prediction).split()
-    gold = normalize_answer(ground_truth).split()
-    if not pred or not gold:
-        return float(pred == gold)
-    return _f1_v1(prediction, ground_truth)
-
-
-def _exact(prediction: str, ground_truth: str) -> float:
-    return float(normalize_answer(prediction) == normalize_answer(ground_truth))
-
-
-def _reference_texts(references: Dataset | Mapping[str, Any] | Iterable) -> dict[str, list[str]]:
-    """``{id: [answer texts]}`` from a SQuAD Dataset, a dict id -> texts, or id -> answers dict."""
-    if isinstance(references, Dataset):
-        return {i: list(a["text"]) for i, a in zip(references["id"], references["answers"])}
-    out = {}
-    for k, v in dict(references).items():
-        if isinstance(v, Mapping):
-            v = v["text"]
-        elif isinstance(v, str):
-            v = [v]
-        out[str(k)] = list(v)
-    return out
-
-
-def squad_v1_metrics(predictions: Mapping[str, str], references: Dataset | Mapping[str, Any]) -> dict[str, float]:
-    """Official SQuAD v1.1 ``exact_match`` and ``f1`` (percentages), max over each question's references.
-
-    ``references``: a SQuAD Dataset (``id``, ``answers``) or ``{id: [texts]}``. A question without a
-    prediction scores 0 (as the official script does) and is counted in ``missing``.
-    """
-    refs = _reference_texts(references)
-    em = f1 = 0.0
-    missing = 0
-    for qid, golds in refs.items():
-        if qid not in predictions:
-            missing += 1
-            continue
-        pred = predictions[qid]
-        em += max(_exact(pred, g) for g in golds)
-        f1 += max(_f1_v1(pred, g) for g in golds)
-    if missing:
-        logger.warning("%d of %d questions have no prediction; they score 0", missing, len(refs))
-    total = len(refs)
-    return {
-        "exact_match": 100.0 * em / total if total else 0.0,
-        "f1": 100.0 * f1 / total if total else 0.0,
-        "total": float(total),
-        "missing": float(missing),
-    }
-
-
-def squad_v2_metrics(
-    predictions: Mapping[str, str],
-    references: Dataset | Mapping[str, Any],
-    na_probs: Mapping[str, float] | None = None,
-    na_prob_thresh: float = 1.0,
-) -> dict[str, float]:
-    """Official SQuAD v2.0 ``exact``/``f1`` (percentages), overall and split into ``HasAns_*``/``NoAns_*``.
-
-    A no-answer is the empty string, both in predictions and (empty answer list) in references. As the
-    official script: reference texts that normalise to empty are dropped, an empty reference list means
-    ``[""]``, and with ``na_probs`` a prediction whose no-answer probability exceeds ``na_prob_thresh`` counts
-    as a no-answer. A question without a prediction scores 0 (``missing`` counts them).
-    """
-    refs = _reference_texts(references)
-    exact: dict[str, float] = {}
-    f1: dict[str, float] = {}
-    has_ans: list[str] = []
-    no_ans: list[str] = []
-    missing = 0
-    for qid, texts in refs.items():
-        golds = [t for t in texts if normalize_answer(t)] or [""]
-        (has_ans if golds != [""] else no_ans).append(qid)
-        if qid not in predictions:
-            missing += 1
-            exact[qid] = f1[qid] = 0.0
-            continue
-        pred = predictions[qid]
-        if na_probs is not None and na_probs.get(qid, 0.0) > na_prob_thresh:
-            pred = ""
-        exact[qid] = max(_exact(pred, g) for g in golds)
-        f1[qid] = max(_f1_v2(pred, g) for g in golds)
-    if missing:
-        logger.warning("%d of %d questions have no prediction; they score 0", missing, len(refs))
-
-    def agg(qids: Sequence[str], prefix: str) -> dict[str, float]:
-        n = len(qids)
-        return {
-            f"{prefix}exact": 100.0 * sum(exact[q] for q in qids) / n if n else 0.0,
-            f"{prefix}f1": 100.0 * sum(f1[q] for q in qids) / n if n else 0.0,
-            f"{prefix}total": float(n),
-        }
-
-    out = agg(list(refs), "")
-    if has_ans:
-        out.update(agg(has_ans, "HasAns_"))
-    if no_ans:
-        out.update(agg(no_ans, "NoAns_"))
-    out["missing"] = float(missing)
-    return out
-
-
-def squad_metrics(
-    predictions: Mapping[str, str], references: Dataset | Mapping[str, Any], version_2_with_negative: bool = False
-) -> dict[str, float]:
-    """:func:`squad_v2_metrics` when ``version_2_with_negative`` else :func:`squad_v1_metrics`."""
-    if version_2_with_negative:
-        return squad_v2_metrics(predictions, references)
-    return squad_v1_metrics(predictions, references)
+def _choose_answer(out: QAPredictions, ex_id: str, candidates: list[dict], min_null: float | None, n_best_size: int,
+                   version_2_with_negative: bool, null_score_diff_threshold: float) -> None:
+    """The n-best list (with probabilities), the answer and (v2.0) the null-score difference of one example."""
+    candidates = sorted(candidates, key=lambda c: c["score"], reverse=True)[:n_best_size]
+    best_span = candidates[0] if candidates else None
+    if version_2_with_negative and min_null is not None:
+        candidates.append({"text": "", "score": min_null, "start_logit": None, "end_logit": None,
+                           "offsets": (0, 0), "feature_index": None})
+        candidates = sorted(candidates, key=lambda c: c["score"], reverse=True)[:n_best_size]
+    if candidates:
+        for candidate, probability in zip(candidates, _softmax(np.array([c["score"] for c in candidates]))):
+            candidate["probability"] = float(probability)
+    out.nbest[ex_id] = candidates
+    if not version_2_with_negative:
+        out.predictions[ex_id] = best_span["text"] if best_span is not None else ""
+    elif best_span is None:
+        out.predictions[ex_id], out.null_score_diff[ex_id] = "", float("inf")
+    else:
+        diff = (min_null if min_null is not None else float("-inf")) - best_span["score"]
+        out.null_score_diff[ex_id] = float(diff)
+        out.predictions[ex_id] = "" if diff > null_score_diff_threshold else best_span["text"]
 
 
 __all__ = [
