@@ -48,7 +48,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                            intermediate_size=256),
         generator_size_ratio=0.5,
     ),
-    # Big enough to learn something real in an hour of CPU (issue 7's experiment size).
+    # Big enough to learn something real in an hour of CPU.
     "mini": dict(
         discriminator=dict(embedding_size=128, hidden_size=128, num_hidden_layers=4, num_attention_heads=2,
                            intermediate_size=512),

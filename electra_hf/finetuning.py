@@ -532,9 +532,9 @@ def save_finetuned_model(accelerator, model, output_dir: str, tokenizer=None) ->
     state_dict = accelerator.get_state_dict(model)  # full weights also under DeepSpeed ZeRO-3
     if accelerator.is_main_process:
         os.makedirs(output_dir, exist_ok=True)
-    # save_original_format=False: a model that transformers built under ZeRO-3 carries the legacy
+    # save_original_format=False: a model that transformers builds under ZeRO-3 carries the legacy
     # LayerNorm renaming in its load-time conversions and would be saved as LayerNorm.gamma/beta
-    # (observed with transformers 5.23); the weights are saved under the model's own names.
+    # (tests/test_distributed.py checks the saved names); the weights keep the model's own names.
     unwrapped.save_pretrained(output_dir, is_main_process=accelerator.is_main_process, save_function=accelerator.save,
                               state_dict=state_dict, save_original_format=False)
     if tokenizer is not None and accelerator.is_main_process:

@@ -205,7 +205,8 @@ def build_accelerator(train_args, **accelerator_kwargs):
 
 
 def check_distributed_setup(accelerator) -> None:
-    """Refuse a launch whose processes would not train together (observed with accelerate 1.15)."""
+    """Refuse a launch whose processes would not train together: FSDP requested where Accelerate
+    sets up something else, or several processes with no distribution at all."""
     from accelerate.utils import DistributedType
 
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
