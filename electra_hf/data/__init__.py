@@ -56,8 +56,6 @@ reuses it. A trained tokenizer is cached the same way.
 from __future__ import annotations
 
 import contextlib
-import glob
-import gzip
 import hashlib
 import json
 import logging
@@ -66,9 +64,8 @@ import random
 import shutil
 import time
 import uuid
-import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -76,7 +73,6 @@ import datasets
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from datasets import Dataset, DatasetDict, Features, IterableDataset, IterableDatasetDict, Value
 from datasets import Sequence as SequenceFeature
 from datasets.fingerprint import Hasher
@@ -84,6 +80,10 @@ from tqdm.auto import tqdm
 from filelock import FileLock, Timeout
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, ElectraTokenizerFast, PreTrainedTokenizerBase
+
+from .arguments import SPECIAL_TOKENS, PretrainingDataArguments
+from .demo import write_demo_corpus
+from .readers import document_rows, read_documents_as_lines, resolve_files
 
 logger = logging.getLogger(__name__)
 
@@ -104,8 +104,6 @@ __all__ = [
 ]
 
 #: [PAD] first so that its id is 0 (the collator and the embeddings' padding_idx rely on it).
-SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-
 #: Lines per builder chunk (see the module docstring). Part of every cache key.
 LINES_PER_CHUNK = 10_000
 
@@ -116,8 +114,6 @@ _TOKENIZER_VERSION = "wordpiece-v1"
 
 _COMPLETE_MARKER = "_ELECTRA_HF_COMPLETE.json"
 _PROCESS_START = time.time()
-_READ_BLOCK_BYTES = 8 << 20  # text files are decoded in 8 MiB blocks (fast, exact line numbers)
-_ROWS_PER_ARROW_BATCH = 50_000
 
 # int32 (not int8/int16): safe as embedding indices if a user sets the torch format.
 EXAMPLE_FEATURES = Features(
@@ -126,134 +122,6 @@ EXAMPLE_FEATURES = Features(
         "token_type_ids": SequenceFeature(Value("int32")),
     }
 )
-
-_JSON_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
-_PARQUET_SUFFIXES = (".parquet",)
-
-
-# --------------------------------------------------------------------------------------------
-# Arguments
-# --------------------------------------------------------------------------------------------
-@dataclass
-class PretrainingDataArguments:
-    """Data arguments of ELECTRA pre-training (HfArgumentParser-compatible)."""
-
-    train_files: list[str] = field(
-        default_factory=list,
-        metadata={
-            "help": "Local training files or globs: .txt/.txt.gz (any other suffix is read as text: one "
-            "sentence per line, blank line between documents), .jsonl/.json (one document per row), "
-            ".parquet (one document per row)."
-        },
-    )
-    validation_files: list[str] = field(
-        default_factory=list,
-        metadata={"help": "Local validation files or globs (same formats as --train_files)."},
-    )
-    dataset_name: Optional[str] = field(
-        default=None,
-        metadata={"help": "A data set for datasets.load_dataset (Hub id or local script/dir); rows are documents."},
-    )
-    dataset_config_name: Optional[str] = field(
-        default=None, metadata={"help": "The configuration name of --dataset_name."}
-    )
-    text_column: str = field(
-        default="text", metadata={"help": "Column holding the text in JSON/Parquet files and Hub data sets."}
-    )
-    blanks_separate_docs: bool = field(
-        default=True,
-        metadata={
-            "help": "Text files: blank lines separate documents (official default). If false, a whole text "
-            "file is one document."
-        },
-    )
-    streaming: bool = field(
-        default=False,
-        metadata={"help": "Read and build lazily (IterableDataset); nothing is cached. Needs validation data "
-        "given explicitly (or --validation_split_percentage 0)."},
-    )
-    validation_split_percentage: float = field(
-        default=1.0,
-        metadata={
-            "help": "When no validation files/split are given: percentage of the training lines held out as "
-            "the validation split, taken from the end and cut at a document boundary (0: no validation split)."
-        },
-    )
-    tokenizer_name_or_path: Optional[str] = field(
-        default=None,
-        metadata={"help": "Tokenizer to load with AutoTokenizer (local dir or Hub id). None: train a WordPiece "
-        "tokenizer on the training split (cached in --cache_dir)."},
-    )
-    vocab_size: int = field(
-        default=30522, metadata={"help": "Vocabulary size of a trained tokenizer (BERT/ELECTRA: 30522)."}
-    )
-    lowercase: bool = field(
-        default=True,
-        metadata={"help": "Trained tokenizer: lower-case and strip accents (uncased, as the official vocabulary)."},
-    )
-    tokenizer_min_frequency: int = field(
-        default=2, metadata={"help": "Trained tokenizer: minimum frequency of a merged word piece."}
-    )
-    tokenizer_train_max_lines: Optional[int] = field(
-        default=None,
-        metadata={"help": "Train the tokenizer on at most this many (non-blank) training lines. None: all."},
-    )
-    max_seq_length: Optional[int] = field(
-        default=None,
-        metadata={"help": "Maximum example length including [CLS]/[SEP]. None: the model config's (preset Small: "
-        "128, Base/Large: 512)."},
-    )
-    short_seq_prob: float = field(
-        default=0.05,
-        metadata={"help": "Probability that the next example's target length is drawn from [5, max_seq_length]."},
-    )
-    single_segment_prob: float = field(
-        default=0.1, metadata={"help": "Probability that an example has only segment A ([CLS] A [SEP])."}
-    )
-    preprocessing_seed: int = field(
-        default=42, metadata={"help": "Seed of the example builder (results do not depend on the worker count)."}
-    )
-    preprocessing_num_workers: Optional[int] = field(
-        default=None, metadata={"help": "Processes for reading Hub data and building examples (None: 1)."}
-    )
-    cache_dir: Optional[str] = field(
-        default=None,
-        metadata={"help": "Where prepared data (lines, tokenizer, examples) is stored and reused; share it "
-        "between runs and nodes. None: $HF_DATASETS_CACHE/electra_hf."},
-    )
-    overwrite_cache: bool = field(
-        default=False,
-        metadata={"help": "Rebuild prepared data completed before this process started (other ranks of the "
-        "same launch then reuse the fresh one)."},
-    )
-    max_train_samples: Optional[int] = field(
-        default=None, metadata={"help": "Debugging: keep only the first N training examples."}
-    )
-    max_eval_samples: Optional[int] = field(
-        default=None, metadata={"help": "Debugging: keep only the first N validation examples."}
-    )
-
-    def __post_init__(self):
-        # HfArgumentParser passes lists; a user in Python may pass one string.
-        if isinstance(self.train_files, str):
-            self.train_files = [self.train_files]
-        if isinstance(self.validation_files, str):
-            self.validation_files = [self.validation_files]
-        if self.dataset_name and self.train_files:
-            raise ValueError("Give either --dataset_name or --train_files, not both.")
-        for name in ("short_seq_prob", "single_segment_prob"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"--{name} must be in [0, 1], got {getattr(self, name)}.")
-        if not 0.0 <= self.validation_split_percentage < 100.0:
-            raise ValueError(
-                f"--validation_split_percentage must be in [0, 100), got {self.validation_split_percentage}."
-            )
-        if self.max_seq_length is not None and self.max_seq_length < 5:  # the official short-target draw is randint(5, max_seq_length)
-            raise ValueError(f"--max_seq_length must be at least 5, got {self.max_seq_length}.")
-        if self.vocab_size <= len(SPECIAL_TOKENS):
-            raise ValueError(f"--vocab_size must exceed {len(SPECIAL_TOKENS)}, got {self.vocab_size}.")
-        if self.preprocessing_num_workers is not None and self.preprocessing_num_workers < 1:
-            raise ValueError(f"--preprocessing_num_workers must be >= 1, got {self.preprocessing_num_workers}.")
 
 
 # --------------------------------------------------------------------------------------------
@@ -334,210 +202,8 @@ def _cached_dir(
 
 
 # --------------------------------------------------------------------------------------------
-# Reading raw text into the line format
+# The corpus as line data sets
 # --------------------------------------------------------------------------------------------
-def _resolve_files(patterns: Sequence[str], flag: str) -> list[str]:
-    """Expand globs (sorted); raise FileNotFoundError naming the pattern/flag that matches nothing."""
-    files: list[str] = []
-    for pattern in patterns:
-        pattern = os.path.expanduser(pattern)
-        if os.path.isdir(pattern):
-            raise IsADirectoryError(
-                f"{flag}: {pattern!r} is a directory; pass files or a glob such as '{pattern}/*.txt.gz'."
-            )
-        if glob.has_magic(pattern):
-            matches = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
-            if not matches:
-                raise FileNotFoundError(f"{flag}: the pattern {pattern!r} matches no file.")
-            files.extend(matches)
-        elif os.path.isfile(pattern):
-            files.append(pattern)
-        else:
-            raise FileNotFoundError(f"{flag}: no such file: {pattern!r}.")
-    return [os.path.abspath(f) for f in files]
-
-
-def _file_kind(path: str) -> str:
-    lower = path.lower()
-    if lower.endswith(_JSON_SUFFIXES):
-        return "json"
-    if lower.endswith(_PARQUET_SUFFIXES):
-        return "parquet"
-    return "text"
-
-
-def _open_binary(path: str):
-    return gzip.open(path, "rb") if path.lower().endswith(".gz") else open(path, "rb")
-
-
-def _decode(data: bytes, path: str, first_line: int, first_offset: int) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = first_line + data.count(b"\n", 0, err.start) + 1
-        raise ValueError(
-            f"{path}: invalid UTF-8 at line {line} (byte offset {first_offset + err.start} of the "
-            f"{'decompressed ' if path.lower().endswith('.gz') else ''}file): {err.reason}"
-        ) from None
-
-
-def _iter_text_file_lines(path: str) -> Iterator[list[str]]:
-    """Yield the lines (without newline) of a text file in blocks, validating UTF-8 as it goes.
-
-    Decoding ~8 MiB blocks split at a newline is much faster than line by line and still lets
-    an error name the exact line and byte offset.
-    """
-    lines_before = 0
-    offset = 0
-    carry = b""
-    first = True
-    try:
-        with _open_binary(path) as handle:
-            while True:
-                block = handle.read(_READ_BLOCK_BYTES)
-                if first:
-                    first = False
-                    if block.startswith(b"\xef\xbb\xbf"):  # UTF-8 BOM
-                        block, offset = block[3:], 3
-                if not block:
-                    break
-                data = carry + block
-                cut = data.rfind(b"\n") + 1
-                if cut == 0:  # no newline in this block yet: one very long line, keep reading
-                    carry = data
-                    continue
-                lines = _decode(data[:cut], path, lines_before, offset).split("\n")
-                lines.pop()  # "" after the final newline
-                carry = data[cut:]
-                yield lines
-                lines_before += len(lines)
-                offset += cut
-            if carry:
-                yield [_decode(carry, path, lines_before, offset)]
-    except (OSError, EOFError, zlib.error) as err:  # a truncated or corrupt .gz
-        if isinstance(err, (FileNotFoundError, PermissionError, IsADirectoryError)):
-            raise
-        raise ValueError(f"{path}: cannot read the file ({type(err).__name__}: {err})") from err
-
-
-def _iter_json_documents(path: str, text_column: str) -> Iterator[str]:
-    """Yield the text field of each row of a JSON-lines file (or a JSON array of objects)."""
-    with _open_binary(path) as handle:
-        head = handle.read(4096).lstrip()
-    if head.startswith(b"\xef\xbb\xbf"):
-        head = head[3:].lstrip()
-    if head.startswith(b"["):  # a JSON array
-        with _open_binary(path) as handle:
-            data = handle.read()
-        try:
-            rows = json.loads(_decode(data, path, 0, 0).lstrip("\ufeff"))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: invalid JSON at line {err.lineno} column {err.colno}: {err.msg}") from None
-        for i, row in enumerate(rows):
-            yield _json_text(row, path, f"element {i}", text_column)
-        return
-    with _open_binary(path) as handle:
-        offset = 0
-        for lineno, raw in enumerate(handle, 1):
-            line = _decode(raw, path, lineno - 1, offset).lstrip("\ufeff").strip()
-            offset += len(raw)
-            if not line:
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}: line {lineno}: invalid JSON ({err.msg} at column {err.colno})") from None
-            yield _json_text(row, path, f"line {lineno}", text_column)
-
-
-def _json_text(row: Any, path: str, where: str, text_column: str) -> str:
-    if not isinstance(row, dict):
-        raise ValueError(
-            f"{path}: {where}: expected a JSON object with a {text_column!r} field, got {type(row).__name__}."
-        )
-    if text_column not in row:
-        raise ValueError(
-            f"{path}: {where}: no {text_column!r} field (fields: {sorted(row)}); set --text_column."
-        )
-    text = row[text_column]
-    if not isinstance(text, str):
-        raise ValueError(f"{path}: {where}: field {text_column!r} is {type(text).__name__}, not a string.")
-    return text
-
-
-def _iter_parquet_documents(path: str, text_column: str) -> Iterator[str]:
-    try:
-        parquet = pq.ParquetFile(path)
-    except Exception as err:  # pyarrow raises several types for a bad file
-        raise ValueError(f"{path}: cannot read as Parquet ({type(err).__name__}: {err})") from err
-    schema = parquet.schema_arrow
-    if text_column not in schema.names:
-        raise ValueError(f"{path}: no column {text_column!r} (columns: {schema.names}); set --text_column.")
-    column_type = schema.field(text_column).type
-    if not (pa.types.is_string(column_type) or pa.types.is_large_string(column_type)):
-        raise ValueError(f"{path}: column {text_column!r} has type {column_type}, not string.")
-    row = 0
-    for batch in parquet.iter_batches(batch_size=1000, columns=[text_column]):
-        for text in batch.column(0).to_pylist():
-            if text is None:
-                raise ValueError(f"{path}: row {row}: column {text_column!r} is null.")
-            row += 1
-            yield text
-
-
-def _document_lines(text: str) -> list[str]:
-    """Lines of one document: stripped, blank ones dropped (they do not split the document)."""
-    return [s for s in (line.strip() for line in text.split("\n")) if s]
-
-
-def read_documents_as_lines(
-    path: str, text_column: str = "text", blanks_separate_docs: bool = True
-) -> Iterator[list[str]]:
-    """Read one local file and yield batches of rows in the line format (see the module docstring).
-
-    Raises ``ValueError`` naming the file for an empty file (or one with no text), invalid
-    UTF-8 (with line and byte offset), invalid JSON/Parquet, or a missing ``text_column``.
-    """
-    if os.path.getsize(path) == 0:
-        raise ValueError(f"{path}: the file is empty.")
-    kind = _file_kind(path)
-    n_text = 0
-    if kind == "text":
-        previous_blank = True  # no "" before the first line of text
-        for lines in _iter_text_file_lines(path):
-            out = []
-            for line in lines:
-                line = line.strip()
-                if line:
-                    out.append(line)
-                    previous_blank = False
-                elif blanks_separate_docs and not previous_blank:
-                    out.append("")
-                    previous_blank = True
-            n_text += len(out)
-            if out:
-                yield out
-        if not previous_blank:  # the end of a file ends a document (official: flush per file)
-            yield [""]
-    else:
-        reader = _iter_json_documents if kind == "json" else _iter_parquet_documents
-        documents = reader(path, text_column)
-        out = []
-        for text in documents:
-            lines = _document_lines(text)
-            if lines:
-                out.extend(lines)
-                out.append("")
-                n_text += len(lines)
-            if len(out) >= _ROWS_PER_ARROW_BATCH:
-                yield out
-                out = []
-        if out:
-            yield out
-    if n_text == 0:
-        raise ValueError(f"{path}: the file contains no text.")
-
-
 def _write_lines_arrow(files: Sequence[str], out_path: Path, args: PretrainingDataArguments, desc: str) -> dict:
     schema = pa.schema([("text", pa.string())])
     rows = documents = 0
@@ -551,15 +217,7 @@ def _write_lines_arrow(files: Sequence[str], out_path: Path, args: PretrainingDa
 
 
 def _documents_to_lines_batch(batch: dict, text_column: str) -> dict:
-    out: list[str] = []
-    for text in batch[text_column]:
-        if text is None:
-            continue
-        lines = _document_lines(text)
-        if lines:
-            out.extend(lines)
-            out.append("")
-    return {"text": out}
+    return {"text": document_rows(batch[text_column])}
 
 
 def _iter_lines_examples(files: list[str], text_column: str, blanks_separate_docs: bool):
@@ -604,8 +262,8 @@ def load_raw_datasets(args: PretrainingDataArguments) -> Union[DatasetDict, Iter
     if args.dataset_name:
         raw = _load_hub_lines(args)
     else:
-        train_files = _resolve_files(args.train_files, "--train_files")
-        validation_files = _resolve_files(args.validation_files, "--validation_files") if args.validation_files else []
+        train_files = resolve_files(args.train_files, "--train_files")
+        validation_files = resolve_files(args.validation_files, "--validation_files") if args.validation_files else []
         if args.streaming:
             raw = IterableDatasetDict()
             for split, files in (("train", train_files), ("validation", validation_files)):
@@ -692,42 +350,6 @@ def _load_hub_lines(args: PretrainingDataArguments) -> Union[DatasetDict, Iterab
         # only the text column goes in (a streamed split may not know its columns beforehand)
         out[split] = ds.select_columns([args.text_column]).map(_documents_to_lines_batch, **kwargs)
     return out
-
-
-# --------------------------------------------------------------------------------------------
-# Demo corpus
-# --------------------------------------------------------------------------------------------
-def write_demo_corpus(out_dir: Union[str, os.PathLike], num_files: int = 1) -> list[str]:
-    """Write Python's ``pydoc_data.topics.topics`` (~79 help topics, ~465k characters) as text
-    files in the official format and return their paths.
-
-    Each topic is one document: its non-blank lines as they are (right-stripped), inner blank
-    lines dropped so they do not split it, topics separated by one blank line, in sorted topic
-    order, spread contiguously over ``num_files`` files (``pydoc_topics_NN.txt``). A file whose
-    content is already right is not rewritten (its mtime, hence the data cache key, stays).
-    """
-    from pydoc_data.topics import topics
-
-    if num_files < 1:
-        raise ValueError(f"num_files must be >= 1, got {num_files}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    documents = []
-    for name in sorted(topics):
-        lines = [line.rstrip() for line in topics[name].splitlines() if line.strip()]
-        if lines:
-            documents.append("\n".join(lines) + "\n")
-    per_file = -(-len(documents) // num_files)
-    paths = []
-    for i in range(num_files):
-        content = "\n".join(documents[i * per_file:(i + 1) * per_file]).encode("utf-8")
-        path = out_dir / f"pydoc_topics_{i:02d}.txt"
-        if not (path.is_file() and path.read_bytes() == content):
-            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-            tmp.write_bytes(content)
-            os.replace(tmp, path)
-        paths.append(str(path))
-    return paths
 
 
 # --------------------------------------------------------------------------------------------
