@@ -22,6 +22,7 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 from transformers import AutoTokenizer, ElectraTokenizerFast, HfArgumentParser, PreTrainedTokenizerFast
 
 from electra_hf import data
+from electra_hf.data import cache as data_cache
 from electra_hf.data import (
     ExampleBuilder,
     PretrainingDataArguments,
@@ -538,7 +539,7 @@ def test_cache_is_reused_and_keyed(small_corpus, tmp_path, monkeypatch):
     # --overwrite_cache: a cache completed after this process started (another rank's) is kept,
     build(data_args(path, tmp_path / "c", overwrite_cache=True), tok)
     assert len(calls) == 4
-    monkeypatch.setattr(data, "_PROCESS_START", time.time() + 1)  # ... an older one is rebuilt
+    monkeypatch.setattr(data_cache, "_PROCESS_START", time.time() + 1)  # ... an older one is rebuilt
     build(data_args(path, tmp_path / "c", overwrite_cache=True), tok)
     assert len(calls) == 6
     os.utime(path, ns=(1, 1))  # the input file changed (mtime): lines and examples rebuilt

@@ -71,19 +71,19 @@ from typing import Any, Optional, Union
 
 import datasets
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import Dataset, DatasetDict, Features, IterableDataset, IterableDatasetDict, Value
 from datasets import Sequence as SequenceFeature
-from datasets.fingerprint import Hasher
-from tqdm.auto import tqdm
 from filelock import FileLock, Timeout
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, ElectraTokenizerFast, PreTrainedTokenizerBase
 
 from .arguments import SPECIAL_TOKENS, PretrainingDataArguments
 from .demo import write_demo_corpus
-from .readers import document_rows, read_documents_as_lines, resolve_files
+from . import cache
+from .cache import cache_root, dataset_key
+from .corpus import load_raw_datasets
+from .readers import read_documents_as_lines
 
 logger = logging.getLogger(__name__)
 
@@ -108,12 +108,10 @@ __all__ = [
 LINES_PER_CHUNK = 10_000
 
 #: Bump when the line format or the builder changes, so old caches are not reused.
-_RAW_FORMAT_VERSION = "lines-v1"
 _BUILDER_VERSION = "electra-examples-v1"
 _TOKENIZER_VERSION = "wordpiece-v1"
 
 _COMPLETE_MARKER = "_ELECTRA_HF_COMPLETE.json"
-_PROCESS_START = time.time()
 
 # int32 (not int8/int16): safe as embedding indices if a user sets the torch format.
 EXAMPLE_FEATURES = Features(
@@ -129,16 +127,6 @@ EXAMPLE_FEATURES = Features(
 # --------------------------------------------------------------------------------------------
 def _hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:20]
-
-
-def dataset_key(dataset: Dataset) -> str:
-    """A key that changes with a data set's content and history (`datasets`' public hasher)."""
-    return Hasher.hash(dataset)
-
-
-def _cache_root(args: PretrainingDataArguments) -> Path:
-    root = args.cache_dir or os.path.join(datasets.config.HF_DATASETS_CACHE, "electra_hf")
-    return Path(root).expanduser().resolve()
 
 
 @contextlib.contextmanager
@@ -174,7 +162,7 @@ def _cached_dir(
     def reusable() -> bool:
         # --overwrite_cache rebuilds a cache completed before this process started, not one that
         # another rank of the same launch has just built (every rank calls this).
-        return marker.is_file() and not (overwrite and marker.stat().st_mtime < _PROCESS_START)
+        return marker.is_file() and not (overwrite and marker.stat().st_mtime < cache._PROCESS_START)
 
     if reusable():
         return final, json.loads(marker.read_text()), False
@@ -199,157 +187,6 @@ def _cached_dir(
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return final, info, True
-
-
-# --------------------------------------------------------------------------------------------
-# The corpus as line data sets
-# --------------------------------------------------------------------------------------------
-def _write_lines_arrow(files: Sequence[str], out_path: Path, args: PretrainingDataArguments, desc: str) -> dict:
-    schema = pa.schema([("text", pa.string())])
-    rows = documents = 0
-    with pa.OSFile(str(out_path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
-        for path in tqdm(files, desc=desc, unit="file"):
-            for batch in read_documents_as_lines(path, args.text_column, args.blanks_separate_docs):
-                writer.write_batch(pa.record_batch([pa.array(batch, type=pa.string())], schema=schema))
-                rows += len(batch)
-                documents += batch.count("")
-    return {"rows": rows, "documents": documents}
-
-
-def _documents_to_lines_batch(batch: dict, text_column: str) -> dict:
-    return {"text": document_rows(batch[text_column])}
-
-
-def _iter_lines_examples(files: list[str], text_column: str, blanks_separate_docs: bool):
-    for path in files:
-        for batch in read_documents_as_lines(path, text_column, blanks_separate_docs):
-            for line in batch:
-                yield {"text": line}
-
-
-def _carve_validation(lines: Dataset, percentage: float, key: str) -> tuple[Dataset, Dataset]:
-    """Split the line data set into (train, validation): validation is about the last
-    ``percentage`` percent of the rows, from the document boundary nearest to that cut (no
-    document is in both; at least the last document is held out)."""
-    n = len(lines)
-    boundaries = pc.indices_nonzero(pc.equal(lines.with_format("arrow")[:]["text"], "")).to_numpy()
-    inner = boundaries[:-1]  # the last boundary is the end of the data
-    if len(inner) == 0:
-        raise ValueError(
-            "Cannot carve a validation split: the training data is a single document. Pass "
-            "--validation_files or --validation_split_percentage 0."
-        )
-    # the document boundary nearest to the requested cut (rows up to it are training data)
-    cut = n * (1.0 - percentage / 100.0) - 1
-    last_train_row = int(inner[np.argmin(np.abs(inner - cut))])
-    train = lines.select(range(0, last_train_row + 1), new_fingerprint=f"{key}-train-{last_train_row}")
-    validation = lines.select(range(last_train_row + 1, n), new_fingerprint=f"{key}-val-{last_train_row}")
-    return train, validation
-
-
-def load_raw_datasets(args: PretrainingDataArguments) -> Union[DatasetDict, IterableDatasetDict]:
-    """Read the corpus into ``{"train", "validation"}`` splits of rows in the line format.
-
-    Returns a ``DatasetDict`` (memory-mapped, cached under ``cache_dir`` for local files) or,
-    with ``streaming``, an ``IterableDatasetDict`` (nothing cached). Column: ``text`` (str).
-    ``validation`` is absent only when ``validation_split_percentage`` is 0 and no validation
-    data was given. Local files are validated while read (see ``read_documents_as_lines``).
-    """
-    if not args.train_files and not args.dataset_name:
-        raise ValueError(
-            "No training data: pass --train_files or --dataset_name (write_demo_corpus() gives a small corpus)."
-        )
-    if args.dataset_name:
-        raw = _load_hub_lines(args)
-    else:
-        train_files = resolve_files(args.train_files, "--train_files")
-        validation_files = resolve_files(args.validation_files, "--validation_files") if args.validation_files else []
-        if args.streaming:
-            raw = IterableDatasetDict()
-            for split, files in (("train", train_files), ("validation", validation_files)):
-                if files:
-                    raw[split] = IterableDataset.from_generator(
-                        _iter_lines_examples,
-                        gen_kwargs={"files": files, "text_column": args.text_column,
-                                    "blanks_separate_docs": args.blanks_separate_docs},
-                        features=Features({"text": Value("string")}),
-                    )
-        else:
-            raw = _load_local_lines(args, train_files, validation_files)
-    if "validation" not in raw and args.validation_split_percentage > 0:
-        if args.streaming:
-            raise ValueError(
-                "--streaming cannot carve a validation split from the training stream: pass --validation_files "
-                "(or a --dataset_name with a 'validation' split), or --validation_split_percentage 0."
-            )
-        key = dataset_key(raw["train"])
-        raw["train"], raw["validation"] = _carve_validation(raw["train"], args.validation_split_percentage, key)
-    return raw
-
-
-def _load_local_lines(
-    args: PretrainingDataArguments, train_files: list[str], validation_files: list[str]
-) -> DatasetDict:
-    def stat(files):
-        return [(f, os.path.getsize(f), os.stat(f).st_mtime_ns) for f in files]
-
-    key = _hash(
-        {
-            "version": _RAW_FORMAT_VERSION,
-            "train": stat(train_files),
-            "validation": stat(validation_files),
-            "text_column": args.text_column,
-            "blanks_separate_docs": args.blanks_separate_docs,
-        }
-    )
-
-    def build(tmp: Path) -> dict:
-        info = {"train_files": train_files, "validation_files": validation_files}
-        info["train"] = _write_lines_arrow(train_files, tmp / "train.arrow", args, "Reading training files")
-        if validation_files:
-            info["validation"] = _write_lines_arrow(
-                validation_files, tmp / "validation.arrow", args, "Reading validation files"
-            )
-        return info
-
-    final, info, built = _cached_dir(
-        _cache_root(args) / f"lines-{key}", build, overwrite=args.overwrite_cache, what="Corpus lines"
-    )
-    if not built:
-        logger.info("Reusing corpus lines from %s", final)
-    raw = DatasetDict()
-    for split in ("train", "validation"):
-        if (final / f"{split}.arrow").exists():
-            lines = Dataset.from_file(str(final / f"{split}.arrow"))
-            raw[split] = lines.select(range(len(lines)), new_fingerprint=f"{key}-{split}")
-            rows, documents = info[split]["rows"], info[split]["documents"]
-            logger.info("%s: %d lines, %d documents", split, rows - documents, documents)
-    return raw
-
-
-def _load_hub_lines(args: PretrainingDataArguments) -> Union[DatasetDict, IterableDatasetDict]:
-    loaded = datasets.load_dataset(
-        args.dataset_name, args.dataset_config_name, streaming=args.streaming, cache_dir=args.cache_dir
-    )
-    if "train" not in loaded:
-        raise ValueError(f"--dataset_name {args.dataset_name}: no 'train' split (splits: {list(loaded)}).")
-    out = IterableDatasetDict() if args.streaming else DatasetDict()
-    for split in ("train", "validation"):
-        if split not in loaded:
-            continue
-        ds = loaded[split]
-        columns = ds.column_names
-        if columns is not None and args.text_column not in columns:
-            raise ValueError(
-                f"--dataset_name {args.dataset_name} ({split}): no column {args.text_column!r} "
-                f"(columns: {columns}); set --text_column."
-            )
-        kwargs = dict(batched=True, remove_columns=[args.text_column], fn_kwargs={"text_column": args.text_column})
-        if not args.streaming:
-            kwargs.update(num_proc=args.preprocessing_num_workers, desc=f"Documents to lines ({split})")
-        # only the text column goes in (a streamed split may not know its columns beforehand)
-        out[split] = ds.select_columns([args.text_column]).map(_documents_to_lines_batch, **kwargs)
-    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -478,7 +315,7 @@ def load_or_train_tokenizer(
             train_it().save_pretrained(str(tmp))
             return {"train_fingerprint": dataset_key(train)}
 
-        final, _, built = _cached_dir(_cache_root(args) / f"tokenizer-{key}", build,
+        final, _, built = _cached_dir(cache_root(args.cache_dir) / f"tokenizer-{key}", build,
                                       overwrite=args.overwrite_cache, what="Tokenizer")
         if not built:
             logger.info("Reusing the tokenizer trained earlier: %s", final)
@@ -786,7 +623,7 @@ def build_pretraining_datasets(
         return info
 
     final, info, built_now = _cached_dir(
-        _cache_root(args) / f"examples-{key}", build, overwrite=args.overwrite_cache, what="ELECTRA examples"
+        cache_root(args.cache_dir) / f"examples-{key}", build, overwrite=args.overwrite_cache, what="ELECTRA examples"
     )
     logger.info("%s ELECTRA examples in %s", "Built" if built_now else "Reusing", final)
     for split, stats in info["stats"].items():
