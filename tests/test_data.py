@@ -23,6 +23,7 @@ from transformers import AutoTokenizer, ElectraTokenizerFast, HfArgumentParser, 
 
 from electra_hf import data
 from electra_hf.data import cache as data_cache
+from electra_hf.data import tokenizer as data_tokenizer
 from electra_hf.data import (
     ExampleBuilder,
     PretrainingDataArguments,
@@ -181,8 +182,8 @@ def test_load_or_train_tokenizer_is_cached(tmp_path, monkeypatch, real_lines):
     raw = DatasetDict({"train": Dataset.from_dict({"text": [l.strip() for l in real_lines[:800]] + [""]})})
     args = PretrainingDataArguments(cache_dir=str(tmp_path / "cache"), vocab_size=300)
     calls = []
-    original = data.train_wordpiece_tokenizer
-    monkeypatch.setattr(data, "train_wordpiece_tokenizer", lambda *a, **k: calls.append(1) or original(*a, **k))
+    original = data_tokenizer.train_wordpiece_tokenizer
+    monkeypatch.setattr(data_tokenizer, "train_wordpiece_tokenizer", lambda *a, **k: calls.append(1) or original(*a, **k))
     first = load_or_train_tokenizer(args, raw)
     second = load_or_train_tokenizer(args, raw)
     assert len(calls) == 1 and len(first) == 300

@@ -64,7 +64,7 @@ import random
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -75,8 +75,8 @@ import pyarrow.compute as pc
 from datasets import Dataset, DatasetDict, Features, IterableDataset, IterableDatasetDict, Value
 from datasets import Sequence as SequenceFeature
 from filelock import FileLock, Timeout
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-from transformers import AutoTokenizer, ElectraTokenizerFast, PreTrainedTokenizerBase
+from tokenizers import Tokenizer
+from transformers import PreTrainedTokenizerBase
 
 from .arguments import SPECIAL_TOKENS, PretrainingDataArguments
 from .demo import write_demo_corpus
@@ -84,6 +84,13 @@ from . import cache
 from .cache import cache_root, dataset_key
 from .corpus import load_raw_datasets
 from .readers import read_documents_as_lines
+from .tokenizer import (
+    check_tokenizer,
+    load_or_train_tokenizer,
+    plain_backend,
+    tokenizer_fingerprint,
+    train_wordpiece_tokenizer,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +116,6 @@ LINES_PER_CHUNK = 10_000
 
 #: Bump when the line format or the builder changes, so old caches are not reused.
 _BUILDER_VERSION = "electra-examples-v1"
-_TOKENIZER_VERSION = "wordpiece-v1"
 
 _COMPLETE_MARKER = "_ELECTRA_HF_COMPLETE.json"
 
@@ -187,160 +193,6 @@ def _cached_dir(
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return final, info, True
-
-
-# --------------------------------------------------------------------------------------------
-# Tokenizer
-# --------------------------------------------------------------------------------------------
-def train_wordpiece_tokenizer(
-    texts: Iterable[Union[str, list[str]]],
-    vocab_size: int = 30522,
-    lowercase: bool = True,
-    min_frequency: int = 2,
-    limit_alphabet: int = 1000,
-    model_max_length: int = 512,
-    show_progress: bool = True,
-    length: Optional[int] = None,
-) -> ElectraTokenizerFast:
-    """Train a BERT-style WordPiece tokenizer with the ``tokenizers`` library.
-
-    ``texts``: strings, or lists of strings (batches; faster); ``length``: the number of
-    strings (progress bar only). BERT normaliser (lower-case and accent stripping iff
-    ``lowercase``), BertPreTokenizer, ``##`` word pieces, ``[CLS] A [SEP] B [SEP]``
-    post-processor (token types 0/1), WordPiece decoder. Special tokens
-    ``[PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4``. Returns an ``ElectraTokenizerFast`` that
-    round-trips through ``save_pretrained`` / ``AutoTokenizer.from_pretrained`` with no custom
-    code. Training is not bit-for-bit reproducible: the ``tokenizers`` trainer breaks frequency
-    ties in a run-dependent order (ids, and tokens at the vocabulary cut, can differ between
-    runs), which is why ``load_or_train_tokenizer`` caches the result for every process and run.
-    """
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]", continuing_subword_prefix="##"))
-    tokenizer.normalizer = normalizers.BertNormalizer(
-        clean_text=True, handle_chinese_chars=True, strip_accents=lowercase, lowercase=lowercase
-    )
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size,
-        min_frequency=min_frequency,
-        special_tokens=SPECIAL_TOKENS,
-        limit_alphabet=limit_alphabet,
-        continuing_subword_prefix="##",
-        show_progress=show_progress,
-    )
-    tokenizer.train_from_iterator(texts, trainer=trainer, length=length)
-    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS]:0 $A:0 [SEP]:0",
-        pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
-    )
-    tokenizer.decoder = decoders.WordPiece(prefix="##")
-    return ElectraTokenizerFast(
-        tokenizer_object=tokenizer,
-        do_lower_case=lowercase,
-        strip_accents=lowercase,
-        model_max_length=model_max_length,
-        unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]", mask_token="[MASK]",
-    )
-
-
-def _check_tokenizer(tokenizer: PreTrainedTokenizerBase, source: str) -> None:
-    if not getattr(tokenizer, "is_fast", False) or not hasattr(tokenizer, "backend_tokenizer"):
-        raise ValueError(f"Tokenizer {source}: a fast (tokenizers-backed) tokenizer is required.")
-    missing = []
-    for name in ("cls_token", "sep_token", "mask_token", "pad_token"):
-        token = getattr(tokenizer, name, None)
-        if token is None or tokenizer.convert_tokens_to_ids(str(token)) in (None, tokenizer.unk_token_id):
-            missing.append(name)
-    if missing:
-        raise ValueError(
-            f"Tokenizer {source} lacks {', '.join(missing)} (ELECTRA needs [CLS], [SEP], [MASK] and [PAD])."
-        )
-
-
-def _iter_training_texts(train: Union[Dataset, IterableDataset], max_lines: Optional[int]) -> Iterator[list[str]]:
-    seen = 0
-    for batch in train.select_columns(["text"]).iter(batch_size=10_000):
-        lines = [t for t in batch["text"] if t]
-        if max_lines is not None:
-            lines = lines[: max_lines - seen]
-        seen += len(lines)
-        if lines:
-            yield lines
-        if max_lines is not None and seen >= max_lines:
-            return
-
-
-def load_or_train_tokenizer(
-    args: PretrainingDataArguments, raw_datasets: Union[DatasetDict, IterableDatasetDict, None] = None
-) -> PreTrainedTokenizerBase:
-    """``tokenizer_name_or_path`` given: ``AutoTokenizer.from_pretrained`` it. Otherwise train a
-    WordPiece tokenizer (``vocab_size``, ``lowercase``, ``tokenizer_min_frequency``) on the train
-    split of ``raw_datasets`` (at most ``tokenizer_train_max_lines`` lines), cached under
-    ``cache_dir`` (keyed by the train split's fingerprint; a streamed split is not cached).
-    Raises ValueError if the tokenizer is not fast or lacks [CLS]/[SEP]/[MASK]/[PAD].
-    """
-    if args.tokenizer_name_or_path:
-        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_name_or_path)
-        _check_tokenizer(tokenizer, repr(args.tokenizer_name_or_path))
-        return tokenizer
-    if raw_datasets is None or "train" not in raw_datasets:
-        raise ValueError("No --tokenizer_name_or_path and no training split to train a tokenizer on.")
-    train = raw_datasets["train"]
-    n_rows = len(train) if isinstance(train, Dataset) else None
-    # for the progress bar: the number of lines it will see (at most; blank rows are skipped)
-    n_lines = min(n_rows, args.tokenizer_train_max_lines or n_rows) if n_rows else None
-
-    def train_it() -> ElectraTokenizerFast:
-        logger.info("Training a WordPiece tokenizer (vocab %d, lowercase=%s)", args.vocab_size, args.lowercase)
-        start = time.perf_counter()
-        tokenizer = train_wordpiece_tokenizer(
-            _iter_training_texts(train, args.tokenizer_train_max_lines),
-            vocab_size=args.vocab_size, lowercase=args.lowercase, min_frequency=args.tokenizer_min_frequency,
-            show_progress=not datasets.are_progress_bars_disabled(), length=n_lines,
-        )
-        logger.info("Trained the tokenizer in %.1f s (%d tokens)", time.perf_counter() - start, len(tokenizer))
-        return tokenizer
-
-    if not isinstance(train, Dataset):
-        tokenizer = train_it()
-    else:
-        key = _hash({
-            "version": _TOKENIZER_VERSION, "train": dataset_key(train), "vocab_size": args.vocab_size,
-            "lowercase": args.lowercase, "min_frequency": args.tokenizer_min_frequency,
-            "max_lines": args.tokenizer_train_max_lines,
-        })
-
-        def build(tmp: Path) -> dict:
-            train_it().save_pretrained(str(tmp))
-            return {"train_fingerprint": dataset_key(train)}
-
-        final, _, built = _cached_dir(cache_root(args.cache_dir) / f"tokenizer-{key}", build,
-                                      overwrite=args.overwrite_cache, what="Tokenizer")
-        if not built:
-            logger.info("Reusing the tokenizer trained earlier: %s", final)
-        tokenizer = AutoTokenizer.from_pretrained(str(final))
-    _check_tokenizer(tokenizer, "(trained)")
-    return tokenizer
-
-
-def _plain_backend(tokenizer: Union[PreTrainedTokenizerBase, Tokenizer]) -> Tokenizer:
-    """A copy of the backend tokenizer with truncation and padding off (a tokenizer.json may
-    carry either; both would change the ids of a line)."""
-    backend = tokenizer if isinstance(tokenizer, Tokenizer) else tokenizer.backend_tokenizer
-    backend = Tokenizer.from_str(backend.to_str())
-    backend.no_truncation()
-    backend.no_padding()
-    return backend
-
-
-def _tokenizer_fingerprint(backend: Tokenizer) -> str:
-    """Hash of what decides a line's ids (normaliser, pre-tokenizer, model, added tokens); the
-    decoder and post-processor do not matter here, so e.g. a reloaded copy of a tokenizer whose
-    post-processor was rebuilt still finds the cache."""
-    spec = json.loads(backend.to_str())
-    relevant = {k: spec.get(k) for k in ("added_tokens", "normalizer", "pre_tokenizer", "model")}
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode("utf-8")).hexdigest()
 
 
 # --------------------------------------------------------------------------------------------
@@ -461,7 +313,7 @@ def build_examples_from_lines(
         cls_token_id = cls_token_id if cls_token_id is not None else backend.token_to_id("[CLS]")
         sep_token_id = sep_token_id if sep_token_id is not None else backend.token_to_id("[SEP]")
     else:
-        backend = _plain_backend(tokenizer)
+        backend = plain_backend(tokenizer)
         cls_token_id = cls_token_id if cls_token_id is not None else tokenizer.cls_token_id
         sep_token_id = sep_token_id if sep_token_id is not None else tokenizer.sep_token_id
     if cls_token_id is None or sep_token_id is None:
@@ -574,8 +426,8 @@ def build_pretraining_datasets(
     """
     if args.max_seq_length is None:
         raise ValueError("set max_seq_length (train_pretrain.py takes the model config's when --max_seq_length is not given)")
-    _check_tokenizer(tokenizer, getattr(tokenizer, "name_or_path", "") or "(given)")
-    backend = _plain_backend(tokenizer)
+    check_tokenizer(tokenizer, getattr(tokenizer, "name_or_path", "") or "(given)")
+    backend = plain_backend(tokenizer)
     settings = _BuildSettings(
         max_seq_length=args.max_seq_length,
         short_seq_prob=args.short_seq_prob,
@@ -602,7 +454,7 @@ def build_pretraining_datasets(
     key = _hash({
         "version": _BUILDER_VERSION,
         "lines": {split: dataset_key(ds) for split, ds in splits.items()},
-        "tokenizer": _tokenizer_fingerprint(backend),
+        "tokenizer": tokenizer_fingerprint(backend),
         "settings": asdict(settings),
     })
 
