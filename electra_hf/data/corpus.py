@@ -61,7 +61,7 @@ def load_raw_datasets(args: PretrainingDataArguments) -> Union[DatasetDict, Iter
     return raw
 
 
-def line_rows(files: list[str], text_column: str, blanks_separate_docs: bool) -> Iterator[dict]:
+def _line_rows(files: list[str], text_column: str, blanks_separate_docs: bool) -> Iterator[dict]:
     """The rows of ``files`` in the line format, one ``{"text": ...}`` at a time (the generator
     of ``Dataset.from_generator``)."""
     for path in files:
@@ -76,7 +76,7 @@ def _read_local_lines(files: list[str], split: str, args: PretrainingDataArgumen
     The fingerprint covers each file's path, size and modification time, which stand for its
     content: a file that changes gets a new fingerprint, so it is read again.
     """
-    reader_settings = {"text_column": args.text_column, "blanks_separate_docs": args.blanks_separate_docs}
+    reader_settings = _reader_settings(args)
     fingerprint = Hasher.hash({
         "format": LINES_FORMAT_VERSION,
         "split": split,
@@ -89,7 +89,7 @@ def _read_local_lines(files: list[str], split: str, args: PretrainingDataArgumen
             # No features: the one string column is inferred, while encoding every row against
             # declared features would take four times as long as reading the files.
             lines = Dataset.from_generator(
-                line_rows, gen_kwargs={"files": files, **reader_settings}, cache_dir=str(directory),
+                _line_rows, gen_kwargs={"files": files, **reader_settings}, cache_dir=str(directory),
                 fingerprint=fingerprint, split=split,
             )
         except DatasetGenerationError as err:
@@ -104,10 +104,12 @@ def _read_local_lines(files: list[str], split: str, args: PretrainingDataArgumen
 
 def _stream_local_lines(files: list[str], split: str, args: PretrainingDataArguments) -> IterableDataset:
     return IterableDataset.from_generator(
-        line_rows,
-        gen_kwargs={"files": files, "text_column": args.text_column, "blanks_separate_docs": args.blanks_separate_docs},
-        features=LINE_FEATURES,
+        _line_rows, gen_kwargs={"files": files, **_reader_settings(args)}, features=LINE_FEATURES
     )
+
+
+def _reader_settings(args: PretrainingDataArguments) -> dict:
+    return {"text_column": args.text_column, "blanks_separate_docs": args.blanks_separate_docs}
 
 
 def _load_dataset_lines(args: PretrainingDataArguments) -> Union[DatasetDict, IterableDatasetDict]:
