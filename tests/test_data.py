@@ -22,6 +22,9 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 from transformers import AutoTokenizer, ElectraTokenizerFast, HfArgumentParser, PreTrainedTokenizerFast
 
 from electra_hf import data
+from electra_hf.data import builder as data_builder
+from electra_hf.data import cache as data_cache
+from electra_hf.data import tokenizer as data_tokenizer
 from electra_hf.data import (
     ExampleBuilder,
     PretrainingDataArguments,
@@ -180,14 +183,46 @@ def test_load_or_train_tokenizer_is_cached(tmp_path, monkeypatch, real_lines):
     raw = DatasetDict({"train": Dataset.from_dict({"text": [l.strip() for l in real_lines[:800]] + [""]})})
     args = PretrainingDataArguments(cache_dir=str(tmp_path / "cache"), vocab_size=300)
     calls = []
-    original = data.train_wordpiece_tokenizer
-    monkeypatch.setattr(data, "train_wordpiece_tokenizer", lambda *a, **k: calls.append(1) or original(*a, **k))
+    original = data_tokenizer.train_wordpiece_tokenizer
+    monkeypatch.setattr(data_tokenizer, "train_wordpiece_tokenizer", lambda *a, **k: calls.append(1) or original(*a, **k))
     first = load_or_train_tokenizer(args, raw)
     second = load_or_train_tokenizer(args, raw)
     assert len(calls) == 1 and len(first) == 300
     assert first.backend_tokenizer.to_str() == second.backend_tokenizer.to_str()
     args.vocab_size = 350  # another setting, another tokenizer
     assert len(load_or_train_tokenizer(args, raw)) == 350 and len(calls) == 2
+
+
+def test_interrupted_tokenizer_training_is_not_reused(tmp_path, monkeypatch, real_lines):
+    raw = DatasetDict({"train": Dataset.from_dict({"text": [l.strip() for l in real_lines[:800]] + [""]})})
+    args = PretrainingDataArguments(cache_dir=str(tmp_path / "cache"), vocab_size=300)
+    cache = tmp_path / "cache"
+    original = data_tokenizer.train_wordpiece_tokenizer
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt("simulated interruption")
+
+    monkeypatch.setattr(data_tokenizer, "train_wordpiece_tokenizer", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        load_or_train_tokenizer(args, raw)
+    assert not list(cache.glob("tokenizer-*/")) and not list(cache.glob(".tmp-*"))
+
+    def die_after_training(*a, **k):  # a hard crash while the tokenizer is being written
+        os._exit(3)
+
+    monkeypatch.setattr(data_tokenizer, "train_wordpiece_tokenizer", die_after_training)
+    proc = in_child_process(load_or_train_tokenizer, args, raw)
+    proc.join(120)
+    assert proc.exitcode == 3 and list(cache.glob(".tmp-tokenizer-*")) and not list(cache.glob("tokenizer-*/"))
+    calls = []
+    monkeypatch.setattr(data_tokenizer, "train_wordpiece_tokenizer", lambda *a, **k: calls.append(1) or original(*a, **k))
+    first = load_or_train_tokenizer(args, raw)
+    assert len(calls) == 1 and len(first) == 300 and not list(cache.glob(".tmp-*"))
+    args.overwrite_cache = True  # trained by this process: kept
+    assert load_or_train_tokenizer(args, raw).backend_tokenizer.to_str() == first.backend_tokenizer.to_str()
+    monkeypatch.setattr(data_cache, "_PROCESS_START", time.time() + 1)  # trained before it: retrained
+    load_or_train_tokenizer(args, raw)
+    assert len(calls) == 2
 
 
 def test_load_tokenizer_by_path_checks_special_tokens(tmp_path, real_tokenizer):
@@ -478,7 +513,7 @@ def test_demo_corpus(tmp_path):
 @pytest.fixture
 def small_corpus(tmp_path, monkeypatch):
     """~6,000 lines in 120 documents, chunks of 500 lines (so several chunks and workers)."""
-    monkeypatch.setattr(data, "LINES_PER_CHUNK", 500)
+    monkeypatch.setattr(data_builder, "LINES_PER_CHUNK", 500)
     docs = make_docs(120, seed=5)
     path = write_docs(tmp_path / "corpus.txt", docs)
     return path, word_tokenizer(120)
@@ -523,27 +558,55 @@ def test_num_proc_and_streaming_give_the_same_examples(small_corpus, tmp_path):
     assert examples_as_lists(streamed["train"]) == examples_as_lists(one["train"])
 
 
+def count_chunk_builds(monkeypatch) -> list[int]:
+    """Record each chunk the example builder builds (none when the examples come from the cache)
+    as the number of rows of its split, which tells the splits apart."""
+    calls = []
+    original = data_builder._build_chunks_batch
+
+    def counted(batch, **kwargs):
+        calls.append(len(kwargs["lines"]))
+        return original(batch, **kwargs)
+
+    monkeypatch.setattr(data_builder, "_build_chunks_batch", counted)
+    return calls
+
+
+def finished_example_files(cache: Path) -> list[Path]:
+    return sorted(cache.glob("examples-*/*.arrow"))
+
+
+def leftovers(cache: Path) -> list[Path]:
+    """Files an interrupted preparation left: map's temporary files, our temporary directories."""
+    return [p for p in cache.glob("examples-*/*") if p.suffix != ".arrow"] + list(cache.glob(".tmp-*"))
+
+
 def test_cache_is_reused_and_keyed(small_corpus, tmp_path, monkeypatch):
     path, tok = small_corpus
-    calls = []
-    original = data._build_examples
-    monkeypatch.setattr(data, "_build_examples", lambda *a, **k: calls.append(a[-1]) or original(*a, **k))
+    calls = count_chunk_builds(monkeypatch)
     first = build(data_args(path, tmp_path / "c"), tok)
+    n = len(calls)
+    assert len(set(calls)) == 2  # train and validation built
     second = build(data_args(path, tmp_path / "c"), tok)
-    assert calls == ["train", "validation"]
+    assert len(calls) == n  # reused: no chunk built again
     assert second["train"].cache_files == first["train"].cache_files
     assert examples_as_lists(second["train"]) == examples_as_lists(first["train"])
     build(data_args(path, tmp_path / "c", short_seq_prob=0.2), tok)  # another setting: rebuilt
-    assert len(calls) == 4
+    assert len(calls) == 2 * n
     # --overwrite_cache: a cache completed after this process started (another rank's) is kept,
     build(data_args(path, tmp_path / "c", overwrite_cache=True), tok)
-    assert len(calls) == 4
-    monkeypatch.setattr(data, "_PROCESS_START", time.time() + 1)  # ... an older one is rebuilt
+    assert len(calls) == 2 * n
+    monkeypatch.setattr(data_cache, "_PROCESS_START", time.time() + 1)  # ... an older one is rebuilt
     build(data_args(path, tmp_path / "c", overwrite_cache=True), tok)
-    assert len(calls) == 6
+    assert len(calls) == 3 * n
     os.utime(path, ns=(1, 1))  # the input file changed (mtime): lines and examples rebuilt
     build(data_args(path, tmp_path / "c"), tok)
-    assert len(calls) == 8
+    assert len(calls) == 4 * n
+    write_docs(Path(path), make_docs(120, seed=6))  # new content: read again, examples follow it
+    changed = build(data_args(path, tmp_path / "c"), tok)
+    assert examples_as_lists(changed["train"]) != examples_as_lists(first["train"])
+    fresh = build(data_args(path, tmp_path / "new"), tok)
+    assert examples_as_lists(changed["train"]) == examples_as_lists(fresh["train"])
 
 
 def in_child_process(target, *args) -> int:
@@ -565,33 +628,33 @@ def in_child_process(target, *args) -> int:
 def test_interrupted_preparation_leaves_no_complete_cache(small_corpus, tmp_path, monkeypatch):
     path, tok = small_corpus
     cache = tmp_path / "c"
-    original = data._build_examples
+    original = data_builder._build_chunks_batch
 
-    def crash_on_validation(lines, backend, settings, num_proc, work_dir, split):
-        if split == "validation":
+    def interrupt_third_chunk(batch, **kwargs):
+        if batch["chunk_start"][0] == 1000:
             raise KeyboardInterrupt("simulated interruption")
-        return original(lines, backend, settings, num_proc, work_dir, split)
+        return original(batch, **kwargs)
 
-    monkeypatch.setattr(data, "_build_examples", crash_on_validation)
+    monkeypatch.setattr(data_builder, "_build_chunks_batch", interrupt_third_chunk)
     with pytest.raises(KeyboardInterrupt):
         build(data_args(path, cache), tok)
-    assert not [p for p in cache.glob("examples-*") if p.is_dir()]
-    assert not list(cache.glob(".tmp-*"))
+    assert not finished_example_files(cache) and not leftovers(cache)
 
     # a hard crash: the process dies after writing part of the output ...
-    def die_mid_build(*a, **k):
-        original(*a, **k)
-        os._exit(3)
+    def die_mid_build(batch, **kwargs):
+        if batch["chunk_start"][0] == 1000:
+            os._exit(3)
+        return original(batch, **kwargs)
 
-    monkeypatch.setattr(data, "_build_examples", die_mid_build)
+    monkeypatch.setattr(data_builder, "_build_chunks_batch", die_mid_build)
     proc = in_child_process(build, data_args(path, cache), tok)
     proc.join(120)
     assert proc.exitcode == 3
-    assert list(cache.glob(".tmp-examples-*")) and not [p for p in cache.glob("examples-*") if p.is_dir()]
+    assert leftovers(cache) and not finished_example_files(cache)
     # ... which is never taken as complete: the next run builds, removes it, and gives the right data
-    monkeypatch.setattr(data, "_build_examples", original)
+    monkeypatch.setattr(data_builder, "_build_chunks_batch", original)
     rebuilt = build(data_args(path, cache), tok)
-    assert not list(cache.glob(".tmp-*"))
+    assert not leftovers(cache)
     reference = build(data_args(path, tmp_path / "ref"), tok)
     assert examples_as_lists(rebuilt["train"]) == examples_as_lists(reference["train"])
 
@@ -599,15 +662,15 @@ def test_interrupted_preparation_leaves_no_complete_cache(small_corpus, tmp_path
 def test_two_processes_prepare_one_cache(small_corpus, tmp_path, monkeypatch):
     path, tok = small_corpus
     cache, go = tmp_path / "shared_cache", tmp_path / "go"
-    original = data._build_examples
+    original = data_builder._build_chunks_batch
     builds = []
 
-    def slow(*a, **k):
-        builds.append(a[-1])
-        time.sleep(1.0)  # hold the lock long enough for the other process to wait on it
-        return original(*a, **k)
+    def slow(batch, **kwargs):
+        builds.append(len(kwargs["lines"]))
+        time.sleep(0.1)  # hold the lock long enough for the other process to wait on it
+        return original(batch, **kwargs)
 
-    monkeypatch.setattr(data, "_build_examples", slow)
+    monkeypatch.setattr(data_builder, "_build_chunks_batch", slow)
 
     def worker(out_file):
         while not go.exists():
@@ -624,10 +687,11 @@ def test_two_processes_prepare_one_cache(small_corpus, tmp_path, monkeypatch):
         proc.join(180)
         assert proc.exitcode == 0
     results = [json.loads((tmp_path / f"out{i}.json").read_text()) for i in range(2)]
-    assert sorted(len(r["builds"]) for r in results) == [0, 2], results  # one built train+validation, one reused
+    # one built train+validation, one reused
+    assert sorted(len(set(r["builds"])) for r in results) == [0, 2], results
     assert results[0]["files"] == results[1]["files"] and results[0]["examples"] == results[1]["examples"]
-    assert len([p for p in cache.glob("examples-*") if p.is_dir()]) == 1 and not list(cache.glob(".tmp-*"))
-    monkeypatch.setattr(data, "_build_examples", original)
+    assert len(finished_example_files(cache)) == 2 and not leftovers(cache)
+    monkeypatch.setattr(data_builder, "_build_chunks_batch", original)
     reference = build(data_args(path, tmp_path / "ref"), tok)
     assert [tuple(map(tuple, e)) for e in results[0]["examples"]] == examples_as_lists(reference["train"])
 
