@@ -12,7 +12,6 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 import bench_pretrain_step as bench  # noqa: E402
-import profile_gpu_step as profile  # noqa: E402
 
 RESULTS = BENCHMARKS / "results"
 
@@ -45,17 +44,3 @@ def test_gpu_report_renders_mfu_and_leaves_unverified_variants_out_of_the_nvidia
     without_eager["results"] = [r for r in report["results"] if r["variant"] != "electra_hf"]
     assert bench.nvidia_comparison(without_eager) == []
 
-
-def test_profile_report_renders_both_formats():
-    old = json.loads((RESULTS / "gpu_step_profile_base_bf16_b128.json").read_text())
-    text = profile.markdown(old)
-    assert "not interleaved" in text and "of the unprofiled 90.1 ms step" in text
-    new = copy.deepcopy(old)
-    for label in ("with_attention_mask", "without_attention_mask"):
-        new[label]["timing"] = {"pipelined_ms_rounds": [80.0, 90.0, 85.0], "pipelined_median_ms": 85.0,
-                                "useful_tflops_pipelined": 117.0}
-        new[label]["profile"]["gpu_busy_share_of_profiled_step"] = new[label]["profile"].pop("gpu_busy_share")
-    text = profile.markdown(new)
-    assert "median of 3 rounds" in text and "of the unprofiled 85.0 ms step" in text
-    assert profile.ANNOTATION.match("Optimizer.step#ElectraAdamW.step")
-    assert not profile.ANNOTATION.match("void at::native::direct_copy_kernel_cuda(...)::{lambda()#3}")
