@@ -31,7 +31,8 @@ from benchmarks.common import GUTENBERG_DIR, RESULTS_DIR, command_line, describe
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_data", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus_dir", default=str(GUTENBERG_DIR), help="Directory of *.txt.gz shards.")
     parser.add_argument("--max_files", type=int, default=None, help="Use only the first N shards.")
     parser.add_argument("--max_lines", type=int, default=None,

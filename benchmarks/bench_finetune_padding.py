@@ -278,7 +278,8 @@ def markdown(report: dict) -> str:
 # Main
 # --------------------------------------------------------------------------------------------
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_finetune_padding", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--preset", default=None, help="electra_hf preset of the discriminator (default small; tiny with --quick).")
     parser.add_argument("--head", default="official", choices=["official", "hf"],

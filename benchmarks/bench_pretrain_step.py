@@ -347,7 +347,8 @@ def nvidia_comparison(report: dict) -> list[str]:
 # Main
 # --------------------------------------------------------------------------------------------
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_pretrain_step", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="+", default=["small", "tiny"], help="electra_hf presets (small = ELECTRA-Small).")
     parser.add_argument("--variants", nargs="+", default=["naive", "electra_hf"], choices=VARIANTS)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
