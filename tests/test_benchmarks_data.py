@@ -10,6 +10,8 @@ import pytest
 from benchmarks import bench_data
 from benchmarks.common import GUTENBERG_DIR
 
+pytestmark = pytest.mark.benchmark
+
 
 @pytest.mark.skipif(not any(GUTENBERG_DIR.glob("*.txt.gz")), reason="the Gutenberg corpus (shared/data) is absent")
 def test_bench_data_smoke(tmp_path):

@@ -11,6 +11,8 @@ import pytest
 
 from benchmarks import bench_finetune_padding as bench
 
+pytestmark = pytest.mark.benchmark
+
 GLUE_DIR = Path(os.environ.get("ELECTRA_HF_GLUE_DIR", bench.DEFAULT_GLUE_DIR))
 
 

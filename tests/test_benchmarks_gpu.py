@@ -10,6 +10,8 @@ import pytest
 from benchmarks import bench_pretrain_step as bench
 from benchmarks.common import RESULTS_DIR, datasheet_peak
 
+pytestmark = pytest.mark.benchmark
+
 
 def test_datasheet_peaks_match_gpu_names():
     assert datasheet_peak("NVIDIA H100 80GB HBM3") == ({"fp32": 66.9, "bf16": 989.4}, "H100 SXM")

@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from benchmarks import bench_pretrain_step
+
+pytestmark = pytest.mark.benchmark
 
 
 def test_bench_pretrain_step_smoke(tmp_path):

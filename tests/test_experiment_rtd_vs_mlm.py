@@ -9,6 +9,8 @@ import torch
 
 from tests.conftest import TINY_WORDS, build_tiny_tokenizer, tiny_config
 
+pytestmark = pytest.mark.benchmark
+
 
 @pytest.fixture(scope="module")
 def experiment():
