@@ -71,9 +71,8 @@ from benchmarks.common import (
     command_line,
     describe_machine,
     describe_torch,
-    load_average,
+    finish_report,
     read_lines,
-    write_report,
 )
 from benchmarks.finetune_variants import BASELINE, DEFAULT_VARIANTS, VARIANTS, Variant, epoch_padding
 
@@ -468,11 +467,8 @@ def main(argv: list[str] | None = None) -> dict:
         "padded_lengths": {name: [b["padded_length"] for b in v.batch_log] for name, v in variants.items()},
         "finetune_check": finetune_check,
         "notes": notes,
-        "load_average_at_end": load_average(),
-        "wall_time_s": time.perf_counter() - started,
     }
-    write_report(report, markdown(report), args.out_dir, args.name)
-    return report
+    return finish_report(report, markdown, args.out_dir, args.name, started)
 
 
 if __name__ == "__main__":

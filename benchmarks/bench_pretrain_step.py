@@ -58,10 +58,9 @@ from benchmarks.common import (
     datasheet_peak,
     describe_machine,
     describe_torch,
-    load_average,
+    finish_report,
     measure_gemm,
     usable_cpus,
-    write_report,
 )
 from benchmarks.pretrain_variants import VARIANTS, build_config, useful_flops, worker
 
@@ -429,11 +428,8 @@ def main(argv: list[str] | None = None) -> dict:
         "bf16": bf16,
         "results": results,
         "raw": cases,
-        "load_average_at_end": load_average(),
-        "wall_time_s": time.perf_counter() - started,
     }
-    write_report(report, markdown(report), args.out_dir, args.name)
-    return report
+    return finish_report(report, markdown, args.out_dir, args.name, started)
 
 
 if __name__ == "__main__":

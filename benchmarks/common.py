@@ -156,6 +156,14 @@ def command_line(module: str, argv: list[str] | None) -> str:
     return shlex.join(["python", "-m", module, *(sys.argv[1:] if argv is None else argv)])
 
 
+def finish_report(report: dict, render, out_dir: str | Path, name: str, started: float) -> dict:
+    """Stamp the report with the load at the end and the wall time since `started` (perf_counter),
+    then write it and its table (`render(report)`) as `write_report` does. Returns the report."""
+    report.update(load_average_at_end=load_average(), wall_time_s=time.perf_counter() - started)
+    write_report(report, render(report), out_dir, name)
+    return report
+
+
 def write_report(report: dict, table: str, out_dir: str | Path, name: str) -> None:
     """Write `<out_dir>/<name>.json` (the whole report) and `<name>.md` (its table), then print the table."""
     out_dir = Path(out_dir)
