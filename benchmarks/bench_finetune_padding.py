@@ -105,6 +105,8 @@ def iter_corpus_lines(corpus_dir: Path):
 
 
 def train_tokenizer(args, sentences: list[str]):
+    """A WordPiece tokenizer trained on the SST-2 sentences or the corpus (`--tokenizer_source`), and
+    a description of what it was trained on and how long it took."""
     from electra_hf.data import train_wordpiece_tokenizer
 
     if args.tokenizer_source == "sst2":
@@ -130,6 +132,7 @@ def tokenize(dataset, tokenizer, max_seq_length: int, pad_to_max_length: bool):
 
 
 def length_stats(lengths: list[int], max_seq_length: int) -> dict:
+    """Distribution of the tokenized lengths: what decides how much padding to max_seq_length costs."""
     ordered = sorted(lengths)
 
     def pct(p: float) -> int:
@@ -151,6 +154,8 @@ def length_stats(lengths: list[int], max_seq_length: int) -> dict:
 # Report
 # --------------------------------------------------------------------------------------------
 def summarise(variants: dict[str, Variant], rounds: dict[str, list[dict]], epoch: dict[str, dict]) -> list[dict]:
+    """One result row per variant: examples/s over rounds, padding of the timed batches and of an
+    epoch, and the speed-up over pad_to_max (also paired round by round)."""
     rows = []
     for name, variant in variants.items():
         per_round = rounds[name]

@@ -99,7 +99,7 @@ class Variant:
         learning_rate, layer_decay = resolve_learning_rate_and_layer_decay(self.ft_args, model.config)
         self.learning_rate, self.layer_decay = learning_rate, layer_decay
         optimizer = build_optimizer(model, self.ft_args, learning_rate, layer_decay)
-        loader = self.training_loader(dataset, tokenizer, args)
+        loader, self.sampler = self.training_loader(dataset, tokenizer, args)
         self.model, self.optimizer, self.loader = accelerator.prepare(model, optimizer, loader)
         self.scheduler = build_scheduler(self.ft_args.lr_scheduler_type, self.optimizer,
                                          int(total_steps * self.ft_args.warmup_ratio), total_steps)
@@ -114,8 +114,9 @@ class Variant:
         self.cpu_times: list[float] = []  # process CPU seconds (all threads) per timed step
 
     def training_loader(self, dataset, tokenizer, args):
-        """The training DataLoader as finetune() builds it: the variant's collator, shuffled with the
-        seed or grouped by length. `dataset` holds only the tokenizer's columns and the label."""
+        """The training DataLoader as finetune() builds it (the variant's collator, shuffled with the
+        seed or grouped by length) and its LengthGroupedSampler, if any. `dataset` holds only the
+        tokenizer's columns and the label."""
         import torch
         from torch.utils.data import DataLoader
 
@@ -123,14 +124,16 @@ class Variant:
 
         loader_kwargs = dict(batch_size=args.batch_size, collate_fn=make_collator(tokenizer, self.ft_args),
                              num_workers=self.ft_args.dataloader_num_workers)
-        self.sampler = None
         if self.ft_args.group_by_length:
             lengths = [len(ids) for ids in dataset["input_ids"]]
-            self.sampler = LengthGroupedSampler(lengths, args.batch_size, seed=args.seed)
-            return DataLoader(dataset, sampler=self.sampler, **loader_kwargs)
-        return DataLoader(dataset, shuffle=True, generator=torch.Generator().manual_seed(args.seed), **loader_kwargs)
+            sampler = LengthGroupedSampler(lengths, args.batch_size, seed=args.seed)
+            return DataLoader(dataset, sampler=sampler, **loader_kwargs), sampler
+        generator = torch.Generator().manual_seed(args.seed)
+        return DataLoader(dataset, shuffle=True, generator=generator, **loader_kwargs), None
 
     def next_batch(self):
+        """The loader's next batch; at the end of an epoch, the next epoch's first (reshuffled, as
+        finetune() does)."""
         while True:
             if self.iterator is None:
                 if self.sampler is not None:
@@ -170,6 +173,7 @@ class Variant:
         return end - start, fetched - start, batch
 
     def run(self, steps: int, timed: bool) -> None:
+        """`steps` optimizer steps; timed ones log their seconds, CPU seconds and batch shape."""
         for _ in range(steps):
             seconds, data_seconds, batch = self.step()
             if timed:
