@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Fine-tuning throughput on SST-2: dynamic padding vs padding every batch to max_seq_length.
 
 Variants (same model, batch, max_seq_length, data, seed; FinetuningArguments switches as
@@ -38,10 +37,12 @@ the speed-up over `pad_to_max` is also given paired (median over rounds of the p
 Padding is counted on the timed batches (padded tokens = batch × padded length − attention-mask
 ones) and, without running the model, over one full epoch of each variant's batch order.
 
-    python benchmarks/bench_finetune_padding.py                 # Small, 30 steps × 3 rounds (15 min on 2 cores shared with a training run)
-    python benchmarks/bench_finetune_padding.py --quick         # 15-40 s smoke (tiny preset, 2 steps × 2)
-    python benchmarks/bench_finetune_padding.py --variants dynamic pad_to_max --steps 10
-    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_finetune_padding.py   # on a machine other processes also use
+From the repository root:
+
+    python -m benchmarks.bench_finetune_padding               # Small, 30 steps × 3 rounds (about 15 min on 2 cores)
+    python -m benchmarks.bench_finetune_padding --quick       # 15-40 s smoke (tiny preset, 2 steps × 2)
+    python -m benchmarks.bench_finetune_padding --variants dynamic pad_to_max --steps 10
+    OMP_WAIT_POLICY=PASSIVE python -m benchmarks.bench_finetune_padding   # on a machine other processes also use
 
 On a machine shared with other busy processes, torch's default thread count plus OpenMP's default
 spin-waiting makes every parallel op wait for a descheduled partner thread: steps get 10-20x
@@ -54,55 +55,41 @@ Writes benchmarks/results/finetune_padding.{json,md} (--out_dir / --name to chan
 from __future__ import annotations
 
 import argparse
-import gzip
 import itertools
-import math
 import os
 import shlex
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))  # bench_data's machine description, also when imported by the tests
-RESULTS_DIR = REPO / "benchmarks" / "results"
-SHARED_DATA = REPO.parent / "shared" / "data"
-DEFAULT_GLUE_DIR = SHARED_DATA / "glue"
-DEFAULT_CORPUS_DIR = SHARED_DATA / "corpus" / "gutenberg"
+from benchmarks.common import (
+    GUTENBERG_DIR,
+    REPO,
+    RESULTS_DIR,
+    SHARED_DATA,
+    command_line,
+    describe_machine,
+    describe_torch,
+    finish_report,
+    read_lines,
+)
+from benchmarks.finetune_variants import BASELINE, DEFAULT_VARIANTS, VARIANTS, Variant, epoch_padding
 
-#: variant name → the FinetuningArguments switches it sets.
-VARIANTS: dict[str, dict] = {
-    "dynamic": dict(pad_to_max_length=False, group_by_length=False, pad_to_multiple_of=None),
-    "pad_to_max": dict(pad_to_max_length=True, group_by_length=False, pad_to_multiple_of=None),
-    "group_by_length": dict(pad_to_max_length=False, group_by_length=True, pad_to_multiple_of=None),
-    "pad_to_multiple_of_8": dict(pad_to_max_length=False, group_by_length=False, pad_to_multiple_of=8),
-}
-DEFAULT_VARIANTS = ("dynamic", "pad_to_max", "group_by_length", "pad_to_multiple_of_8")
-BASELINE = "pad_to_max"
+DEFAULT_GLUE_DIR = SHARED_DATA / "glue"
+# Threading settings from the environment: OMP_WAIT_POLICY decides how fast a step is on a shared machine.
+THREADING_VARIABLES = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME", "MKL_NUM_THREADS")
 
 
 # --------------------------------------------------------------------------------------------
 # Machine
 # --------------------------------------------------------------------------------------------
-def describe_machine() -> dict:
-    """bench_data's machine description plus what matters for a training step here."""
-    import accelerate
-    import torch
-
-    from bench_data import machine_description
-
+def describe_finetuning_machine() -> dict:
+    """The machine, the libraries of a fine-tuning step, and the threading settings it ran under."""
     return {
-        **machine_description(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "accelerate": accelerate.__version__,
-        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "cuda": torch.cuda.is_available(),
-        # threading settings from the environment (OMP_WAIT_POLICY matters a lot on a shared machine)
-        "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME",
-                                           "MKL_NUM_THREADS") if k in os.environ},
+        **describe_machine("datasets", "tokenizers", "transformers", "accelerate"),
+        **describe_torch(),
+        "env": {name: os.environ[name] for name in THREADING_VARIABLES if name in os.environ},
     }
 
 
@@ -110,18 +97,16 @@ def describe_machine() -> dict:
 # Data
 # --------------------------------------------------------------------------------------------
 def iter_corpus_lines(corpus_dir: Path):
+    """The non-blank lines of the corpus shards, stripped."""
     files = sorted(corpus_dir.glob("*.txt.gz"))
     if not files:
         raise FileNotFoundError(f"No *.txt.gz shard in {corpus_dir} (use --tokenizer_source sst2)")
-    for path in files:
-        with gzip.open(path, "rt", encoding="utf-8") as handle:
-            for line in handle:
-                line = line.strip()
-                if line:
-                    yield line
+    return (line.strip() for line in read_lines(files) if line.strip())
 
 
 def train_tokenizer(args, sentences: list[str]):
+    """A WordPiece tokenizer trained on the SST-2 sentences or the corpus (`--tokenizer_source`), and
+    a description of what it was trained on and how long it took."""
     from electra_hf.data import train_wordpiece_tokenizer
 
     if args.tokenizer_source == "sst2":
@@ -147,6 +132,7 @@ def tokenize(dataset, tokenizer, max_seq_length: int, pad_to_max_length: bool):
 
 
 def length_stats(lengths: list[int], max_seq_length: int) -> dict:
+    """Distribution of the tokenized lengths: what decides how much padding to max_seq_length costs."""
     ordered = sorted(lengths)
 
     def pct(p: float) -> int:
@@ -164,167 +150,12 @@ def length_stats(lengths: list[int], max_seq_length: int) -> dict:
     }
 
 
-def padded_length(lengths: list[int], spec: dict, max_seq_length: int) -> int:
-    """Padded length of one batch of examples with these token counts, for a variant."""
-    if spec["pad_to_max_length"]:
-        return max_seq_length
-    longest = max(lengths)
-    multiple = spec["pad_to_multiple_of"]
-    return longest if not multiple else int(math.ceil(longest / multiple) * multiple)
-
-
-def epoch_padding(lengths: list[int], spec: dict, batch_size: int, max_seq_length: int, seed: int, accelerator,
-                  keep_first: int = 0) -> dict:
-    """Padding over the first epoch of the variant's batch order (no model run): the index batches
-    of a DataLoader built and `accelerator.prepare`d as finetune() builds the training loader
-    (same sampler, same seed, same length), so they are the batches the variant trains on."""
-    import torch
-    from torch.utils.data import DataLoader
-
-    from electra_hf.finetuning import LengthGroupedSampler
-
-    indices = list(range(len(lengths)))
-    if spec["group_by_length"]:
-        loader = DataLoader(indices, batch_size=batch_size, sampler=LengthGroupedSampler(lengths, batch_size, seed=seed))
-    else:
-        loader = DataLoader(indices, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
-    widths = []
-    real = padded = 0
-    batches = 0
-    for index_batch in accelerator.prepare(loader):
-        batch = [lengths[int(i)] for i in index_batch]
-        width = padded_length(batch, spec, max_seq_length)
-        widths.append(width)
-        real += sum(batch)
-        padded += width * len(batch)
-        batches += 1
-    return {
-        "padded_length_first_batches": widths[:keep_first],
-        "batches": batches,
-        "tokens_computed": padded,
-        "real_tokens": real,
-        "padding_tokens_per_batch": (padded - real) / batches,
-        "computed_tokens_per_batch": padded / batches,
-        "padding_fraction": (padded - real) / padded,
-    }
-
-
-# --------------------------------------------------------------------------------------------
-# One variant: the library's loop, step by step
-# --------------------------------------------------------------------------------------------
-class Variant:
-    """Model, optimizer, scheduler and prepared DataLoader of one variant, built as finetune()
-    builds them, and its training step (the body of finetune()'s loop)."""
-
-    def __init__(self, name: str, spec: dict, model_config, model_class, dataset, tokenizer, accelerator,
-                 args, total_steps: int):
-        import torch
-        from torch.utils.data import DataLoader
-
-        from electra_hf.finetuning import (
-            FinetuningArguments,
-            LengthGroupedSampler,
-            _drop_unused_columns,
-            build_optimizer,
-            make_collator,
-            resolve_learning_rate_and_layer_decay,
-            resolve_model_size,
-        )
-        from electra_hf.optimization import build_scheduler
-
-        self.name, self.spec = name, spec
-        self.ft_args = FinetuningArguments(
-            output_dir=args.work_dir, per_device_train_batch_size=args.batch_size, max_seq_length=args.max_seq_length,
-            max_steps=total_steps, save_model=False, disable_tqdm=True, report_to=[],
-            model_size=None if resolve_model_size(model_config) else "small",  # tiny preset: borrow Small's LR
-            **spec,
-        )
-        torch.manual_seed(args.seed)  # the same initial weights for every variant
-        model = model_class._from_config(model_config)
-        self.attn_implementation = model.config._attn_implementation
-        self.parameters = sum(p.numel() for p in model.parameters())
-        learning_rate, layer_decay = resolve_learning_rate_and_layer_decay(self.ft_args, model.config)
-        self.learning_rate, self.layer_decay = learning_rate, layer_decay
-
-        collator = make_collator(tokenizer, self.ft_args)
-        dataset = _drop_unused_columns(dataset, model, ("labels",))
-        loader_kwargs = dict(batch_size=args.batch_size, collate_fn=collator, num_workers=self.ft_args.dataloader_num_workers)
-        self.sampler = None
-        if self.ft_args.group_by_length:
-            lengths = [len(ids) for ids in dataset["input_ids"]]
-            self.sampler = LengthGroupedSampler(lengths, args.batch_size, seed=args.seed)
-            loader = DataLoader(dataset, sampler=self.sampler, **loader_kwargs)
-        else:
-            loader = DataLoader(dataset, shuffle=True, generator=torch.Generator().manual_seed(args.seed), **loader_kwargs)
-        optimizer = build_optimizer(model, self.ft_args, learning_rate, layer_decay)
-        self.model, self.optimizer, self.loader = accelerator.prepare(model, optimizer, loader)
-        self.scheduler = build_scheduler(self.ft_args.lr_scheduler_type, self.optimizer,
-                                         int(total_steps * self.ft_args.warmup_ratio), total_steps)
-        self.accelerator = accelerator
-        self.step_loss = torch.zeros((), device=accelerator.device)
-        self.loss_history: list = []
-        self.epoch, self.iterator = 0, None
-        self.model.train()
-        self.batch_log: list[dict] = []  # per timed step: padded length, real tokens
-        self.step_times: list[float] = []
-        self.data_times: list[float] = []
-        self.cpu_times: list[float] = []  # process CPU seconds (all threads) per timed step
-
-    def _next_batch(self):
-        while True:
-            if self.iterator is None:
-                if self.sampler is not None:
-                    self.sampler.set_epoch(self.epoch)
-                if hasattr(self.loader, "set_epoch"):
-                    self.loader.set_epoch(self.epoch)
-                self.iterator = iter(self.loader)
-            try:
-                return next(self.iterator)
-            except StopIteration:
-                self.iterator, self.epoch = None, self.epoch + 1
-
-    def step(self) -> tuple[float, float, dict]:
-        """One optimizer step; returns (seconds, seconds spent fetching the batch, the batch)."""
-        import torch
-
-        accelerator, model, optimizer = self.accelerator, self.model, self.optimizer
-        cpu_start = time.process_time()
-        start = time.perf_counter()
-        batch = self._next_batch()
-        fetched = time.perf_counter()
-        with accelerator.accumulate(model):
-            outputs = model(**batch)
-            loss = outputs["loss"]
-            accelerator.backward(loss)
-            self.step_loss += loss.detach().float()
-            if accelerator.sync_gradients and self.ft_args.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(model.parameters(), self.ft_args.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-        if not accelerator.optimizer_step_was_skipped:
-            self.scheduler.step()
-        self.loss_history.append(self.step_loss / 1)
-        self.step_loss = torch.zeros((), device=accelerator.device)
-        end = time.perf_counter()
-        self.last_cpu_seconds = time.process_time() - cpu_start
-        return end - start, fetched - start, batch
-
-    def run(self, steps: int, timed: bool) -> None:
-        for _ in range(steps):
-            seconds, data_seconds, batch = self.step()
-            if timed:
-                mask = batch["attention_mask"]
-                self.step_times.append(seconds)
-                self.cpu_times.append(self.last_cpu_seconds)
-                self.data_times.append(data_seconds)
-                self.batch_log.append({"examples": int(mask.shape[0]), "padded_length": int(mask.shape[1]),
-                                       "real_tokens": int(mask.sum())})
-
-
 # --------------------------------------------------------------------------------------------
 # Report
 # --------------------------------------------------------------------------------------------
 def summarise(variants: dict[str, Variant], rounds: dict[str, list[dict]], epoch: dict[str, dict]) -> list[dict]:
+    """One result row per variant: examples/s over rounds, padding of the timed batches and of an
+    epoch, and the speed-up over pad_to_max (also paired round by round)."""
     rows = []
     for name, variant in variants.items():
         per_round = rounds[name]
@@ -451,7 +282,8 @@ def markdown(report: dict) -> str:
 # Main
 # --------------------------------------------------------------------------------------------
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_finetune_padding", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--preset", default=None, help="electra_hf preset of the discriminator (default small; tiny with --quick).")
     parser.add_argument("--head", default="official", choices=["official", "hf"],
@@ -470,7 +302,7 @@ def parse_args(argv):
     parser.add_argument("--glue_dir", default=str(DEFAULT_GLUE_DIR), help="GLUE folder (original TSV layout).")
     parser.add_argument("--max_train_samples", type=int, default=None, help="Only the first N SST-2 examples.")
     parser.add_argument("--tokenizer_source", default="gutenberg", choices=["gutenberg", "sst2"])
-    parser.add_argument("--corpus_dir", default=str(DEFAULT_CORPUS_DIR))
+    parser.add_argument("--corpus_dir", default=str(GUTENBERG_DIR))
     parser.add_argument("--tokenizer_lines", type=int, default=None,
                         help="Gutenberg lines the tokenizer is trained on (default 200,000; --quick 20,000).")
     parser.add_argument("--finetune_check", action="store_true",
@@ -491,49 +323,111 @@ def parse_args(argv):
     return args
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    started = time.perf_counter()
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the tokenizer is used before DataLoader forks
-    import datasets
-    import torch
-    from transformers import ElectraForSequenceClassification
+def load_sst2(args, task):
+    """SST-2's training split, the tokenizer trained for it, the split tokenized as each padding
+    mode needs ({pad_to_max_length: dataset}), and the tokenized lengths."""
+    from electra_hf.scripts_common import first_n
+    from electra_hf.tasks.glue import load_glue_split
 
-    from electra_hf.configuration import ElectraPretrainingConfig
-    from electra_hf.finetuning import FinetuningArguments, finetune, make_accelerator, make_collator
-    from electra_hf.heads import ElectraOfficialHeadConfig, ElectraOfficialHeadForSequenceClassification
-    from electra_hf.scripts_common import first_n, plain_electra_config
-    from electra_hf.tasks.glue import get_glue_task, load_glue_split
-
-    datasets.utils.disable_progress_bars()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    args.work_dir = args.work_dir or tempfile.mkdtemp(prefix="electra_bench_finetune_")
-    machine = describe_machine()
-    print(f"machine: {machine}", flush=True)
-
-    # Data and tokenizer
-    task = get_glue_task("sst-2")
     raw = first_n(load_glue_split(task, args.glue_dir, "train"), args.max_train_samples)
     tokenizer, tokenizer_info = train_tokenizer(args, list(raw["sentence1"]))
     print(f"tokenizer: {tokenizer_info}", flush=True)
     tokenized = {False: tokenize(raw, tokenizer, args.max_seq_length, False)}
-    lengths = [len(ids) for ids in tokenized[False]["input_ids"]]
     if any(VARIANTS[v]["pad_to_max_length"] for v in args.variants):
         tokenized[True] = tokenize(raw, tokenizer, args.max_seq_length, True)
-    sst2_lengths = length_stats(lengths, args.max_seq_length)
-    print(f"SST-2 tokenized lengths: {sst2_lengths}", flush=True)
+    lengths = [len(ids) for ids in tokenized[False]["input_ids"]]
+    return tokenizer, tokenizer_info, tokenized, lengths
 
-    # Model
+
+def classifier(args, task):
+    """(config, class) of the sequence classifier train_glue.py builds with `--head`, on a
+    discriminator of the preset's size."""
+    from transformers import ElectraForSequenceClassification
+
+    from electra_hf.configuration import ElectraPretrainingConfig
+    from electra_hf.heads import ElectraOfficialHeadConfig, ElectraOfficialHeadForSequenceClassification
+    from electra_hf.scripts_common import plain_electra_config
+
     config = ElectraPretrainingConfig.from_preset(args.preset, vocab_size=args.vocab_size,
                                                   max_seq_length=args.max_seq_length)
     base = config.discriminator_config
     labels = dict(num_labels=task.num_labels, id2label=dict(enumerate(task.label_list)),
                   label2id={n: i for i, n in enumerate(task.label_list)}, problem_type="single_label_classification")
     if args.head == "official":
-        model_config, model_class = ElectraOfficialHeadConfig.from_electra_config(base, **labels), ElectraOfficialHeadForSequenceClassification
-    else:
-        model_config, model_class = plain_electra_config(base, **labels), ElectraForSequenceClassification
+        return ElectraOfficialHeadConfig.from_electra_config(base, **labels), ElectraOfficialHeadForSequenceClassification
+    return plain_electra_config(base, **labels), ElectraForSequenceClassification
+
+
+def interleaved_schedule(names: list[str], steps: int, round_index: int, interleave: str) -> list[tuple[str, int]]:
+    """(variant, steps) in the order round `round_index` runs them."""
+    if interleave == "block":  # A×steps, B×steps, ... (rotated start per round)
+        shift = round_index % len(names)
+        return [(name, steps) for name in names[shift:] + names[:shift]]
+    # A B C D, B C D A, ...: one step at a time (robust to load that changes within seconds)
+    return [(names[(round_index + i + j) % len(names)], 1) for i in range(steps) for j in range(len(names))]
+
+
+def run_rounds(args, variants: dict[str, Variant]) -> dict[str, list[dict]]:
+    """`args.repeats` interleaved rounds of `args.steps` timed steps per variant; per variant and
+    round: seconds, CPU seconds, examples and the load."""
+    rounds: dict[str, list[dict]] = {name: [] for name in variants}
+    names = list(variants)
+    for r in range(args.repeats):
+        before = {name: len(v.step_times) for name, v in variants.items()}
+        for name, count in interleaved_schedule(names, args.steps, r, args.interleave):
+            variants[name].run(count, timed=True)
+        for name, variant in variants.items():
+            rounds[name].append({
+                "round": r, "seconds": sum(variant.step_times[before[name]:]),
+                "cpu_seconds": sum(variant.cpu_times[before[name]:]),
+                "examples": sum(b["examples"] for b in variant.batch_log[before[name]:]),
+                "load_average_1min": round(os.getloadavg()[0], 2),
+            })
+        print(f"round {r + 1}/{args.repeats}: " + ", ".join(
+            f"{n} {rounds[n][-1]['examples'] / rounds[n][-1]['seconds']:.1f} ex/s" for n in names), flush=True)
+    return rounds
+
+
+def finetune_throughput(args, variants: dict[str, Variant], model_config, model_class, tokenized, tokenizer,
+                        accelerator) -> dict[str, float]:
+    """Examples/s of the library's finetune() itself, `--steps` steps per variant (a cross-check)."""
+    import torch
+
+    from electra_hf.finetuning import FinetuningArguments, finetune, make_collator
+
+    throughput = {}
+    for name, variant in variants.items():
+        torch.manual_seed(args.seed)
+        model = model_class(model_config)
+        check_args = FinetuningArguments(**{**vars(variant.ft_args), "max_steps": args.steps, "logging_steps": 0})
+        out = finetune(model, tokenized[variant.spec["pad_to_max_length"]], make_collator(tokenizer, check_args),
+                       check_args, accelerator=accelerator, seed=args.seed)
+        throughput[name] = out.metrics["train_steps_per_second"] * args.batch_size
+        print(f"[{name}] finetune(): {throughput[name]:.1f} examples/s", flush=True)
+    return throughput
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the tokenizer is used before DataLoader forks
+    import datasets
+    import torch
+
+    from electra_hf.finetuning import FinetuningArguments, make_accelerator
+    from electra_hf.tasks.glue import get_glue_task
+
+    datasets.disable_progress_bars()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.work_dir = args.work_dir or tempfile.mkdtemp(prefix="electra_bench_finetune_")
+    machine = describe_finetuning_machine()
+    print(f"machine: {machine}", flush=True)
+    task = get_glue_task("sst-2")
+    tokenizer, tokenizer_info, tokenized, lengths = load_sst2(args, task)
+    sst2_lengths = length_stats(lengths, args.max_seq_length)
+    print(f"SST-2 tokenized lengths: {sst2_lengths}", flush=True)
+    model_config, model_class = classifier(args, task)
 
     accelerator = make_accelerator(FinetuningArguments(output_dir=args.work_dir))  # one per process, as train_glue.py
     total_steps = args.warmup + args.steps * args.repeats
@@ -549,40 +443,9 @@ def main(argv: list[str] | None = None) -> dict:
         variants[name].run(args.warmup, timed=False)
         print(f"[{name}] built and warmed up ({args.warmup} steps, {time.perf_counter() - t0:.1f} s); "
               f"epoch padding {100 * epoch[name]['padding_fraction']:.1f}%", flush=True)
-
-    # Interleaved rounds
-    rounds: dict[str, list[dict]] = {name: [] for name in variants}
-    names = list(variants)
-    for r in range(args.repeats):
-        before = {name: len(v.step_times) for name, v in variants.items()}
-        if args.interleave == "block":  # A×steps, B×steps, ... (rotated start per round)
-            schedule = [(name, args.steps) for name in names[r % len(names):] + names[:r % len(names)]]
-        else:  # A B C D, B C D A, ...: one step at a time (robust to load that changes within seconds)
-            schedule = [(names[(r + i + j) % len(names)], 1) for i in range(args.steps) for j in range(len(names))]
-        for name, count in schedule:
-            variants[name].run(count, timed=True)
-        for name, variant in variants.items():
-            rounds[name].append({
-                "round": r, "seconds": sum(variant.step_times[before[name]:]),
-                "cpu_seconds": sum(variant.cpu_times[before[name]:]),
-                "examples": sum(b["examples"] for b in variant.batch_log[before[name]:]),
-                "load_average_1min": round(os.getloadavg()[0], 2),
-            })
-        print(f"round {r + 1}/{args.repeats}: " + ", ".join(
-            f"{n} {rounds[n][-1]['examples'] / rounds[n][-1]['seconds']:.1f} ex/s" for n in names), flush=True)
-    results = summarise(variants, rounds, epoch)
-
-    finetune_check = {}
-    if args.finetune_check:
-        for name in names:
-            v = variants[name]
-            torch.manual_seed(args.seed)
-            model = model_class._from_config(model_config)
-            check_args = FinetuningArguments(**{**vars(v.ft_args), "max_steps": args.steps, "logging_steps": 0})
-            out = finetune(model, tokenized[v.spec["pad_to_max_length"]], make_collator(tokenizer, check_args),
-                           check_args, accelerator=accelerator, seed=args.seed)
-            finetune_check[name] = out.metrics["train_steps_per_second"] * args.batch_size
-            print(f"[{name}] finetune(): {finetune_check[name]:.1f} examples/s", flush=True)
+    rounds = run_rounds(args, variants)
+    finetune_check = (finetune_throughput(args, variants, model_config, model_class, tokenized, tokenizer, accelerator)
+                      if args.finetune_check else {})
 
     first = next(iter(variants.values()))
     notes = list(args.notes) + [
@@ -592,7 +455,7 @@ def main(argv: list[str] | None = None) -> dict:
     ]
     report = {
         "benchmark": "fine-tuning throughput on SST-2: dynamic padding vs padding to max_seq_length",
-        "command": shlex.join(["python", os.path.relpath(__file__, REPO), *(sys.argv[1:] if argv is None else argv)]),
+        "command": command_line("benchmarks.bench_finetune_padding", argv),
         "machine": machine,
         "batch_size": args.batch_size, "max_seq_length": args.max_seq_length,
         "steps": args.steps, "repeats": args.repeats, "warmup": args.warmup, "seed": args.seed,
@@ -603,19 +466,14 @@ def main(argv: list[str] | None = None) -> dict:
                   "learning_rate": first.learning_rate, "layer_decay": first.layer_decay},
         "tokenizer": tokenizer_info,
         "sst2_lengths": sst2_lengths,
-        "results": results,
+        "results": summarise(variants, rounds, epoch),
         "rounds": rounds,
         "step_s": {name: [round(t, 4) for t in v.step_times] for name, v in variants.items()},
         "padded_lengths": {name: [b["padded_length"] for b in v.batch_log] for name, v in variants.items()},
         "finetune_check": finetune_check,
         "notes": notes,
-        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
-        "wall_time_s": time.perf_counter() - started,
     }
-    from bench_pretrain_step import write_report  # a sibling script, like bench_data
-
-    write_report(report, markdown(report), args.out_dir, args.name)
-    return report
+    return finish_report(report, markdown, args.out_dir, args.name, started)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,10 @@
 One command reruns everything; every stage is resumable (a finished stage is skipped, an
 interrupted pre-training resumes from its latest checkpoint):
 
-    python experiments/rtd_vs_mlm.py --budget_minutes 60 --seeds 1 2 3        # the full experiment
-    python experiments/rtd_vs_mlm.py --budget_minutes 2 --seeds 1 --tasks rte,mrpc --tag smoke
+    python -m experiments.rtd_vs_mlm --budget_minutes 60 --seeds 1 2 3        # the full experiment
+    python -m experiments.rtd_vs_mlm --budget_minutes 2 --seeds 1 --tasks rte,mrpc --tag smoke
+
+(from the repository root, whose train_pretrain.py and train_glue.py it runs).
 
 Stages
 1. calibrate: the two objectives' training steps are timed side by side (alternating rounds) on
@@ -25,20 +27,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import train_glue
+import train_pretrain
+from electra_hf.configuration import ElectraPretrainingConfig
+from electra_hf.flops import pretraining_flops_per_sequence
+from electra_hf.plotting import read_metrics
+from electra_hf.tasks.glue import resolve_task_names
+from electra_hf.training import list_checkpoints
 
-import train_glue  # noqa: E402
-import train_pretrain  # noqa: E402
-from electra_hf.configuration import ElectraPretrainingConfig  # noqa: E402
-from electra_hf.flops import pretraining_flops_per_sequence  # noqa: E402
-from electra_hf.plotting import read_metrics  # noqa: E402
-from electra_hf.tasks.glue import GLUE_TASKS, glue_average, resolve_task_names  # noqa: E402
-from electra_hf.training import list_checkpoints  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 logger = logging.getLogger("rtd_vs_mlm")
 OBJECTIVES = ("electra", "mlm")
@@ -49,7 +49,8 @@ SPREAD_TEXTS = ["the movie was wonderful and moving .", "a dull , lifeless and b
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m experiments.rtd_vs_mlm", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shared_dir", default=str(REPO.parent / "shared" / "data"), help="The shared data folder.")
     parser.add_argument("--work_dir", default=str(REPO / "experiments" / "runs"), help="Checkpoints and caches (not committed).")
     parser.add_argument("--results_dir", default=str(REPO / "experiments" / "results"), help="Committed tables, JSON, plot.")
@@ -64,7 +65,8 @@ def parse_args(argv=None):
     parser.add_argument("--adam_bias_correction", default="true", choices=["true", "false"],
                         help="Pre-training Adam with bias correction (true). The official optimizer has none, which with "
                              "its 10k warm-up steps is harmless; with a budget of a few hundred steps the first updates "
-                             "are ~3x the learning rate and collapsed both encoders here (experiments/results/).")
+                             "are ~3x the learning rate, enough to collapse both encoders "
+                             "(experiments/results/rtd_vs_mlm_10min_collapsed.md).")
     parser.add_argument("--mlm_mask_token_prob", type=float, default=0.8, help="BERT baseline: 80/10/10.")
     parser.add_argument("--mlm_random_token_prob", type=float, default=0.1)
     parser.add_argument("--train_shards", default="00,01,02,03,04")
@@ -236,6 +238,40 @@ def representation_spread(checkpoint: Path, texts: list[str]) -> float:
     return float(tokens.std(0).mean())
 
 
+def held_out_rows(tokenizer, path: Path, num_sequences: int, length: int):
+    """The first `num_sequences` × `length` token ids of a gzipped text (blank lines skipped, no
+    special tokens), as `num_sequences` rows."""
+    import gzip
+
+    import torch
+
+    ids: list[int] = []
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                ids += tokenizer(line.strip(), add_special_tokens=False)["input_ids"]
+            if len(ids) >= num_sequences * length:
+                break
+    return torch.tensor(ids[: num_sequences * length]).view(num_sequences, length)
+
+
+def replacement_weights(stream, tokenizer, top_k: int):
+    """Sampling weights of the `unigram` and `uniform` replacements ({kind: weights over the
+    vocabulary}; special tokens are never drawn) and the mask of the `top_k` most frequent tokens
+    of `stream`."""
+    import torch
+
+    counts = torch.bincount(stream.flatten(), minlength=len(tokenizer)).double()
+    top = torch.zeros(len(tokenizer), dtype=torch.bool)
+    top[counts.topk(top_k).indices] = True
+    special = torch.tensor(tokenizer.all_special_ids)
+    uniform_weights = torch.ones(len(tokenizer), dtype=torch.double)
+    uniform_weights[special] = 0
+    unigram_weights = counts.clone()
+    unigram_weights[special] = 0
+    return {"unigram": unigram_weights, "uniform": uniform_weights}, top
+
+
 def replacement_probe(args, checkpoint: Path, num_sequences: int = 256, batch_size: int = 32, seed: int = 0,
                       top_k: int = 100) -> dict:
     """What the ELECTRA discriminator of `checkpoint` can detect, on held-out text (the eval shard).
@@ -250,8 +286,6 @@ def replacement_probe(args, checkpoint: Path, num_sequences: int = 256, batch_si
     like, not what fits a context. `top100_share` is the share of the replacements that are among
     the `top_k` (100) most frequent held-out tokens. Returns {kind: {"auc", "replaced_share", "top100_share"}}.
     """
-    import gzip
-
     import torch
     from sklearn.metrics import roc_auc_score
     from transformers import AutoTokenizer
@@ -262,24 +296,9 @@ def replacement_probe(args, checkpoint: Path, num_sequences: int = 256, batch_si
     tokenizer = AutoTokenizer.from_pretrained(str(checkpoint))
     model = ElectraForRTDPretraining.from_pretrained(str(checkpoint)).eval()
     config = model.config
-    body = args.max_seq_length - 2
     path = Path(args.shared_dir) / "corpus" / "gutenberg" / f"gutenberg_{args.eval_shard}.txt.gz"
-    ids: list[int] = []
-    with gzip.open(path, "rt", encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                ids += tokenizer(line.strip(), add_special_tokens=False)["input_ids"]
-            if len(ids) >= num_sequences * body:
-                break
-    stream = torch.tensor(ids[: num_sequences * body]).view(num_sequences, body)
-    counts = torch.bincount(stream.flatten(), minlength=len(tokenizer)).double()
-    top100 = torch.zeros(len(tokenizer), dtype=torch.bool)
-    top100[counts.topk(top_k).indices] = True
-    special = torch.tensor(tokenizer.all_special_ids)
-    uniform_weights = torch.ones(len(tokenizer), dtype=torch.double)
-    uniform_weights[special] = 0
-    unigram_weights = counts.clone()
-    unigram_weights[special] = 0
+    stream = held_out_rows(tokenizer, path, num_sequences, args.max_seq_length - 2)
+    draw_weights, top100 = replacement_weights(stream, tokenizer, top_k)
     collator = DataCollatorForElectra(tokenizer, mask_prob=config.mask_prob, mask_token_prob=config.mask_token_prob,
                                       random_token_prob=config.random_token_prob,
                                       max_predictions_per_seq=config.max_predictions_per_seq,
@@ -301,7 +320,7 @@ def replacement_probe(args, checkpoint: Path, num_sequences: int = 256, batch_si
             original = torch.where(masked, batch["labels"], batch["input_ids"])
             real = batch["attention_mask"].bool()
             inputs = {"generator": out.discriminator_input_ids}
-            for kind, weights in (("unigram", unigram_weights), ("uniform", uniform_weights)):
+            for kind, weights in draw_weights.items():
                 drawn = torch.multinomial(weights, original.numel(), replacement=True, generator=generator).view_as(original)
                 inputs[kind] = torch.where(masked, drawn, original)
             for kind in kinds:
@@ -322,12 +341,13 @@ def replacement_probe(args, checkpoint: Path, num_sequences: int = 256, batch_si
     return result
 
 
-def report(args, runs: dict, glue: dict, results_dir: Path) -> None:
+def glue_table(args, runs: dict, glue: dict) -> tuple[list[dict], list[str]]:
+    """One row per (objective, budget point): steps, FLOPs, representation spread, GLUE scores.
+    Returns the rows (for the JSON and the plot) and the Markdown table."""
     tasks = [task.name for task in resolve_task_names(args.tasks)]
-    rows, table = [], []
-    header = ("| objective | budget | steps | pre-training FLOPs | representation spread | " + " | ".join(tasks)
-              + " | GLUE avg |")
-    table += [header, "|" + "---|" * (6 + len(tasks))]
+    rows = []
+    table = ["| objective | budget | steps | pre-training FLOPs | representation spread | " + " | ".join(tasks)
+             + " | GLUE avg |", "|" + "---|" * (6 + len(tasks))]
     for objective in OBJECTIVES:
         for fraction in BUDGET_POINTS:
             result = glue[(objective, fraction)]
@@ -341,56 +361,58 @@ def report(args, runs: dict, glue: dict, results_dir: Path) -> None:
             spread = runs[objective]["spread"].get(fraction, float("nan"))
             table.append(f"| {objective} | {int(fraction * 100)}% | {steps} | {flops:.3g} | {spread:.3g} | "
                          + " | ".join(f"{scores[name]:.1f}" for name in tasks) + f" | {average:.1f} |")
-    held_out = ["", "Held-out (Gutenberg shard 05) pre-training metrics at the end:", "",
-                "| objective | generator loss | generator acc | discriminator loss | discriminator acc | discriminator AUC |",
-                "|---|---|---|---|---|---|"]
+    return rows, table
+
+
+def held_out_tables(args, runs: dict) -> tuple[list[str], dict[str, list[dict]]]:
+    """The held-out pre-training metrics at the end and over training; returns the Markdown lines and
+    {objective: the metrics rows with an evaluation} (the plot's curves)."""
+    lines = ["", "Held-out (Gutenberg shard 05) pre-training metrics at the end:", "",
+             "| objective | generator loss | generator acc | discriminator loss | discriminator acc | discriminator AUC |",
+             "|---|---|---|---|---|---|"]
     for objective in OBJECTIVES:
         ev = runs[objective]["eval"]
-        held_out.append(f"| {objective} | {ev.get('generator_loss', float('nan')):.3f} | {ev.get('generator_accuracy', float('nan')):.3f} | "
-                        f"{ev.get('discriminator_loss', float('nan')):.4f} | {ev.get('discriminator_accuracy', float('nan')):.3f} | "
-                        f"{ev.get('discriminator_auc', float('nan')):.3f} |")
-    over_training = ["", "Held-out metrics over training (every 1/8 of each run; 20 batches of shard 05):", "",
-                     "| objective | step | tokens | generator loss | generator acc | discriminator AUC |",
-                     "|---|---:|---:|---:|---:|---:|"]
+        lines.append(f"| {objective} | {ev.get('generator_loss', float('nan')):.3f} | {ev.get('generator_accuracy', float('nan')):.3f} | "
+                     f"{ev.get('discriminator_loss', float('nan')):.4f} | {ev.get('discriminator_accuracy', float('nan')):.3f} | "
+                     f"{ev.get('discriminator_auc', float('nan')):.3f} |")
+    lines += ["", "Held-out metrics over training (every 1/8 of each run; 20 batches of shard 05):", "",
+              "| objective | step | tokens | generator loss | generator acc | discriminator AUC |",
+              "|---|---:|---:|---:|---:|---:|"]
     curves = {}
     for objective in OBJECTIVES:
         rows_seen = [row for row in read_metrics(runs[objective]["output_dir"] / "metrics.jsonl") if "eval/generator_loss" in row]
         curves[objective] = rows_seen
         for row in rows_seen:
             tokens = row["step"] * args.batch_size * args.max_seq_length
-            over_training.append(f"| {objective} | {row['step']} | {tokens / 1e6:.1f} M | {row['eval/generator_loss']:.3f} | "
-                                 f"{row['eval/generator_accuracy']:.3f} | {row.get('eval/discriminator_auc', float('nan')):.3f} |")
-    held_out += over_training
-    timing = ["", "Pre-training wall-clock: " + ", ".join(
+            lines.append(f"| {objective} | {row['step']} | {tokens / 1e6:.1f} M | {row['eval/generator_loss']:.3f} | "
+                         f"{row['eval/generator_accuracy']:.3f} | {row.get('eval/discriminator_auc', float('nan')):.3f} |")
+    return lines, curves
+
+
+def timing_and_probe_lines(args, runs: dict) -> list[str]:
+    """The pre-training wall-clock, the notes, the replacement probe's table and the spread's definition."""
+    lines = ["", "Pre-training wall-clock: " + ", ".join(
         f"{o} {runs[o]['wall_seconds'] / 60:.1f} min ({runs[o]['max_steps']} steps)" for o in OBJECTIVES
         if runs[o]["wall_seconds"] is not None) + "; steps fixed in advance from the side-by-side calibration "
         "(`calibration.json`), so a busier machine stretches the wall-clock, not the compute."]
     if args.notes:
-        timing += ["", args.notes]
-    held_out += timing
+        lines += ["", args.notes]
     if "probe" in runs["electra"]:
-        held_out += ["", "What the ELECTRA discriminator detects (held-out shard, 256 sequences, the same masked "
-                     "positions filled three ways; `replacement_probe`): AUC of replaced vs original, and the share "
-                     "of replacements that are among the 100 most frequent held-out tokens.", "",
-                     "| budget | generator samples: AUC | top-100 share | unigram draws: AUC | top-100 share "
-                     "| uniform draws: AUC | top-100 share |", "|---|---:|---:|---:|---:|---:|---:|"]
+        lines += ["", "What the ELECTRA discriminator detects (held-out shard, 256 sequences, the same masked "
+                  "positions filled three ways; `replacement_probe`): AUC of replaced vs original, and the share "
+                  "of replacements that are among the 100 most frequent held-out tokens.", "",
+                  "| budget | generator samples: AUC | top-100 share | unigram draws: AUC | top-100 share "
+                  "| uniform draws: AUC | top-100 share |", "|---|---:|---:|---:|---:|---:|---:|"]
         for fraction, probe in runs["electra"]["probe"].items():
-            held_out.append(f"| {int(fraction * 100)}% | " + " | ".join(
+            lines.append(f"| {int(fraction * 100)}% | " + " | ".join(
                 f"{probe[k]['auc']:.3f} | {probe[k]['top100_share']:.2f}" for k in ("generator", "unigram", "uniform")) + " |")
-    held_out += ["", "Representation spread: mean over hidden dimensions of the std across tokens of the encoder's "
-                 "last hidden states on four held-out sentences (~0: a collapsed encoder, the same vector everywhere)."]
-    setup = (f"Setup: preset `{args.preset}`, vocab {args.vocab_size}, seq {args.max_seq_length}, batch {args.batch_size}, "
-             f"LR {args.learning_rate} ({args.warmup_fraction:.0%} warm-up, Adam bias correction {args.adam_bias_correction}), "
-             f"{args.budget_minutes} min of pre-training per objective; fine-tuning LR "
-             f"{args.finetune_learning_rate}, layer decay {args.finetune_layer_decay}, ≤{args.max_finetune_samples} training "
-             f"examples per task, seeds {args.seeds} (median). GLUE scores: CoLA MCC, STS-B Spearman, others accuracy (dev).")
-    results_dir.mkdir(parents=True, exist_ok=True)
-    (results_dir / f"{args.tag}.md").write_text("\n".join([f"# {args.tag}", "", setup, "", *table, *held_out]) + "\n")
-    (results_dir / f"{args.tag}.json").write_text(json.dumps({"args": vars(args), "rows": rows,
-                                                              "held_out": {o: runs[o]["eval"] for o in OBJECTIVES},
-                                                              "replacement_probe": {str(f): v for f, v in runs["electra"].get("probe", {}).items()},
-                                                              "wall_seconds": {o: runs[o]["wall_seconds"] for o in OBJECTIVES}},
-                                                             indent=2, default=str))
+    lines += ["", "Representation spread: mean over hidden dimensions of the std across tokens of the encoder's "
+              "last hidden states on four held-out sentences (~0: a collapsed encoder, the same vector everywhere)."]
+    return lines
+
+
+def plot(args, rows: list[dict], curves: dict[str, list[dict]], path: Path) -> None:
+    """GLUE average vs pre-training FLOPs, next to the held-out pre-training metrics over tokens."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -421,7 +443,27 @@ def report(args, runs: dict, glue: dict, results_dir: Path) -> None:
     curve_axis.grid(alpha=0.3)
     curve_axis.legend(loc="lower left")
     figure.tight_layout()
-    figure.savefig(results_dir / f"{args.tag}.png", dpi=100)
+    figure.savefig(path, dpi=100)
+
+
+def report(args, runs: dict, glue: dict, results_dir: Path) -> None:
+    """`<tag>.md`, `<tag>.json` and `<tag>.png` under `results_dir`, and the report printed."""
+    rows, table = glue_table(args, runs, glue)
+    held_out, curves = held_out_tables(args, runs)
+    held_out += timing_and_probe_lines(args, runs)
+    setup = (f"Setup: preset `{args.preset}`, vocab {args.vocab_size}, seq {args.max_seq_length}, batch {args.batch_size}, "
+             f"LR {args.learning_rate} ({args.warmup_fraction:.0%} warm-up, Adam bias correction {args.adam_bias_correction}), "
+             f"{args.budget_minutes} min of pre-training per objective; fine-tuning LR "
+             f"{args.finetune_learning_rate}, layer decay {args.finetune_layer_decay}, ≤{args.max_finetune_samples} training "
+             f"examples per task, seeds {args.seeds} (median). GLUE scores: CoLA MCC, STS-B Spearman, others accuracy (dev).")
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / f"{args.tag}.md").write_text("\n".join([f"# {args.tag}", "", setup, "", *table, *held_out]) + "\n")
+    (results_dir / f"{args.tag}.json").write_text(json.dumps({"args": vars(args), "rows": rows,
+                                                              "held_out": {o: runs[o]["eval"] for o in OBJECTIVES},
+                                                              "replacement_probe": {str(f): v for f, v in runs["electra"].get("probe", {}).items()},
+                                                              "wall_seconds": {o: runs[o]["wall_seconds"] for o in OBJECTIVES}},
+                                                             indent=2, default=str))
+    plot(args, rows, curves, results_dir / f"{args.tag}.png")
     print("\n".join([setup, "", *table, *held_out]))
 
 

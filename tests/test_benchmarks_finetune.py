@@ -1,29 +1,23 @@
-"""Smoke test of benchmarks/bench_finetune_padding.py (fine-tuning throughput, dynamic padding vs
+"""Smoke test of benchmarks.bench_finetune_padding (fine-tuning throughput, dynamic padding vs
 padding to max_seq_length): a tiny model, a few steps, results into tmp_path."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-GLUE_DIR = Path(os.environ.get("ELECTRA_HF_GLUE_DIR", REPO.parent / "shared" / "data" / "glue"))
+from benchmarks import bench_finetune_padding as bench
 
+pytestmark = pytest.mark.benchmark
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("bench_finetune_padding", REPO / "benchmarks" / "bench_finetune_padding.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+GLUE_DIR = Path(os.environ.get("ELECTRA_HF_GLUE_DIR", bench.DEFAULT_GLUE_DIR))
 
 
 @pytest.mark.skipif(not (GLUE_DIR / "SST-2" / "train.tsv").exists(), reason="SST-2 data (shared/data/glue) is absent")
 def test_bench_finetune_padding_smoke(tmp_path):
-    bench = _load_script()
     report = bench.main([
         "--preset", "tiny", "--vocab_size", "1000", "--tokenizer_source", "sst2", "--max_train_samples", "300",
         "--glue_dir", str(GLUE_DIR), "--steps", "1", "--repeats", "2", "--warmup", "1", "--threads", "1",

@@ -4,26 +4,22 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-sys.path.insert(0, str(BENCHMARKS))
-import bench_pretrain_step as bench  # noqa: E402
-import profile_gpu_step as profile  # noqa: E402
+from benchmarks import bench_pretrain_step as bench
+from benchmarks.common import RESULTS_DIR, datasheet_peak
 
-RESULTS = BENCHMARKS / "results"
+pytestmark = pytest.mark.benchmark
 
 
 def test_datasheet_peaks_match_gpu_names():
-    assert bench.datasheet_peak("NVIDIA H100 80GB HBM3") == ({"fp32": 66.9, "bf16": 989.4}, "H100 SXM")
-    assert bench.datasheet_peak("NVIDIA H100 PCIe")[1] == "H100 PCIe"
-    assert bench.datasheet_peak("NVIDIA H200")[1] == "H200 SXM"
-    assert bench.datasheet_peak("NVIDIA A100-SXM4-40GB")[0]["bf16"] == 312.0
-    assert bench.datasheet_peak("Tesla V100-SXM2-16GB") == (None, None)
-    assert bench.datasheet_peak(None) == (None, None)
+    assert datasheet_peak("NVIDIA H100 80GB HBM3") == ({"fp32": 66.9, "bf16": 989.4}, "H100 SXM")
+    assert datasheet_peak("NVIDIA H100 PCIe")[1] == "H100 PCIe"
+    assert datasheet_peak("NVIDIA H200")[1] == "H200 SXM"
+    assert datasheet_peak("NVIDIA A100-SXM4-40GB")[0]["bf16"] == 312.0
+    assert datasheet_peak("Tesla V100-SXM2-16GB") == (None, None)
+    assert datasheet_peak(None) == (None, None)
 
 
 def test_gpu_defaults_differ_from_the_cpu():
@@ -33,7 +29,7 @@ def test_gpu_defaults_differ_from_the_cpu():
 
 
 def test_gpu_report_renders_mfu_and_leaves_unverified_variants_out_of_the_nvidia_comparison():
-    report = json.loads((RESULTS / "gpu_base_bf16_b128.json").read_text())
+    report = json.loads((RESULTS_DIR / "gpu_base_bf16_b128.json").read_text())
     table = bench.markdown(report)
     assert "MFU (datasheet)" in table and "step ms (median)" in table and "(round means)" in table
     electra = next(r for r in report["results"] if r["variant"] == "electra_hf")
@@ -45,17 +41,3 @@ def test_gpu_report_renders_mfu_and_leaves_unverified_variants_out_of_the_nvidia
     without_eager["results"] = [r for r in report["results"] if r["variant"] != "electra_hf"]
     assert bench.nvidia_comparison(without_eager) == []
 
-
-def test_profile_report_renders_both_formats():
-    old = json.loads((RESULTS / "gpu_step_profile_base_bf16_b128.json").read_text())
-    text = profile.markdown(old)
-    assert "not interleaved" in text and "of the unprofiled 90.1 ms step" in text
-    new = copy.deepcopy(old)
-    for label in ("with_attention_mask", "without_attention_mask"):
-        new[label]["timing"] = {"pipelined_ms_rounds": [80.0, 90.0, 85.0], "pipelined_median_ms": 85.0,
-                                "useful_tflops_pipelined": 117.0}
-        new[label]["profile"]["gpu_busy_share_of_profiled_step"] = new[label]["profile"].pop("gpu_busy_share")
-    text = profile.markdown(new)
-    assert "median of 3 rounds" in text and "of the unprofiled 85.0 ms step" in text
-    assert profile.ANNOTATION.match("Optimizer.step#ElectraAdamW.step")
-    assert not profile.ANNOTATION.match("void at::native::direct_copy_kernel_cuda(...)::{lambda()#3}")

@@ -1,17 +1,16 @@
-"""benchmarks/bench_pretrain_step.py end to end on a tiny model: both variants run in their own
+"""benchmarks.bench_pretrain_step end to end on a tiny model: both variants run in their own
 processes, the untimed steps at the start of each round are not counted, and the report holds
 what the README quotes (speed-up, fraction of the GEMM rate, peak memory)."""
 
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
+import pytest
 
-import bench_pretrain_step  # noqa: E402
+from benchmarks import bench_pretrain_step
+
+pytestmark = pytest.mark.benchmark
 
 
 def test_bench_pretrain_step_smoke(tmp_path):

@@ -1,30 +1,22 @@
-"""Parts of experiments/rtd_vs_mlm.py that can be checked without its hour-long runs."""
+"""Parts of experiments.rtd_vs_mlm that can be checked without its hour-long runs."""
 
 from __future__ import annotations
 
 import gzip
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from tests.conftest import TINY_WORDS, build_tiny_tokenizer, tiny_config
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("rtd_vs_mlm", REPO / "experiments" / "rtd_vs_mlm.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+pytestmark = pytest.mark.benchmark
 
 
 @pytest.fixture(scope="module")
 def experiment():
-    return _load_script()
+    from experiments import rtd_vs_mlm
+
+    return rtd_vs_mlm
 
 
 def test_replacement_probe_separates_the_three_kinds_of_replacement(experiment, tmp_path):
