@@ -55,6 +55,7 @@ Writes benchmarks/results/finetune_padding.{json,md} (--out_dir / --name to chan
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import os
 import shlex
@@ -393,15 +394,16 @@ def finetune_throughput(args, variants: dict[str, Variant], model_config, model_
     """Examples/s of the library's finetune() itself, `--steps` steps per variant (a cross-check)."""
     import torch
 
-    from electra_hf.finetuning import FinetuningArguments, finetune, make_collator
+    from electra_hf.arguments import FinetuningArguments
+    from electra_hf.finetuning import FinetuningTask, finetune, make_collator
 
     throughput = {}
     for name, variant in variants.items():
         torch.manual_seed(args.seed)
         model = model_class(model_config)
-        check_args = FinetuningArguments(**{**vars(variant.ft_args), "max_steps": args.steps, "logging_steps": 0})
-        out = finetune(model, tokenized[variant.spec["pad_to_max_length"]], make_collator(tokenizer, check_args),
-                       check_args, accelerator=accelerator, seed=args.seed)
+        check_args = dataclasses.replace(variant.ft_args, max_train_steps=args.steps, logging_steps=0)
+        task = FinetuningTask(tokenized[variant.spec["pad_to_max_length"]], make_collator(tokenizer, check_args))
+        out = finetune(model, task, check_args, accelerator=accelerator, seed=args.seed)
         throughput[name] = out.metrics["train_steps_per_second"] * args.batch_size
         print(f"[{name}] finetune(): {throughput[name]:.1f} examples/s", flush=True)
     return throughput
@@ -414,7 +416,8 @@ def main(argv: list[str] | None = None) -> dict:
     import datasets
     import torch
 
-    from electra_hf.finetuning import FinetuningArguments, make_accelerator
+    from electra_hf.arguments import FinetuningArguments
+    from electra_hf.training import build_accelerator
     from electra_hf.tasks.glue import get_glue_task
 
     datasets.disable_progress_bars()
@@ -429,7 +432,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"SST-2 tokenized lengths: {sst2_lengths}", flush=True)
     model_config, model_class = classifier(args, task)
 
-    accelerator = make_accelerator(FinetuningArguments(output_dir=args.work_dir))  # one per process, as train_glue.py
+    accelerator = build_accelerator(FinetuningArguments(output_dir=args.work_dir))  # one per process, as train_glue.py
     total_steps = args.warmup + args.steps * args.repeats
     variants: dict[str, Variant] = {}
     epoch: dict[str, dict] = {}

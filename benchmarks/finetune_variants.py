@@ -37,7 +37,7 @@ def epoch_padding(lengths: list[int], spec: dict, batch_size: int, max_seq_lengt
     import torch
     from torch.utils.data import DataLoader
 
-    from electra_hf.finetuning import LengthGroupedSampler
+    from electra_hf.samplers import LengthGroupedSampler
 
     indices = list(range(len(lengths)))
     if spec["group_by_length"]:
@@ -76,18 +76,14 @@ class Variant:
                  args, total_steps: int):
         import torch
 
-        from electra_hf.finetuning import (
-            FinetuningArguments,
-            build_optimizer,
-            resolve_learning_rate_and_layer_decay,
-            resolve_model_size,
-        )
+        from electra_hf.arguments import FinetuningArguments
+        from electra_hf.finetuning import build_optimizer, resolve_learning_rate_and_layer_decay, resolve_model_size
         from electra_hf.optimization import build_scheduler
 
         self.name, self.spec = name, spec
         self.ft_args = FinetuningArguments(
             output_dir=args.work_dir, per_device_train_batch_size=args.batch_size, max_seq_length=args.max_seq_length,
-            max_steps=total_steps, save_model=False, disable_tqdm=True, report_to=[],
+            max_train_steps=total_steps, save_model=False, disable_tqdm=True, report_to=[],
             model_size=None if resolve_model_size(model_config) else "small",  # tiny preset: borrow Small's LR
             **spec,
         )
@@ -120,7 +116,8 @@ class Variant:
         import torch
         from torch.utils.data import DataLoader
 
-        from electra_hf.finetuning import LengthGroupedSampler, make_collator
+        from electra_hf.finetuning import make_collator
+        from electra_hf.samplers import LengthGroupedSampler
 
         loader_kwargs = dict(batch_size=args.batch_size, collate_fn=make_collator(tokenizer, self.ft_args),
                              num_workers=self.ft_args.dataloader_num_workers)

@@ -36,7 +36,7 @@ from electra_hf.configuration import ElectraPretrainingConfig
 from electra_hf.flops import pretraining_flops_per_sequence
 from electra_hf.plotting import read_metrics
 from electra_hf.tasks.glue import resolve_task_names
-from electra_hf.training import list_checkpoints
+from electra_hf.checkpoints import list_checkpoints
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -212,7 +212,7 @@ def finetune(args, work: Path, objective: str, checkpoint: Path, fraction: float
             "--output_dir", str(out), "--seeds", *map(str, args.seeds), "--learning_rate", str(args.finetune_learning_rate),
             "--layer_decay", str(args.finetune_layer_decay), "--max_train_samples", str(args.max_finetune_samples),
             "--save_model", "false",
-            "--resume", "true",  # an interrupted stage keeps its finished (task, seed) runs
+            "--resume_from_checkpoint", "latest",  # an interrupted stage keeps its finished (task, seed) runs
         ]
         if args.finetune_epochs is not None:
             argv += ["--num_train_epochs", str(args.finetune_epochs)]

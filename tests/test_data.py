@@ -8,7 +8,6 @@ import json
 import multiprocessing
 import os
 import random
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -713,8 +712,7 @@ def test_real_corpus_and_benchmark_script(tmp_path):
     """The benchmark end to end on a slice of the real corpus (both worker counts agree)."""
     if not GUTENBERG_05.is_file():
         pytest.skip("shared/data is absent")
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    import bench_data
+    from benchmarks import bench_data
 
     result = bench_data.main(["--max_files", "1", "--max_lines", "30000", "--tokenizer_lines", "30000",
                               "--out_dir", str(tmp_path), "--work_dir", str(tmp_path / "work")])

@@ -39,7 +39,9 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -226,19 +228,39 @@ def launch(script: Path, args: list[str], cwd: Path, processes: int = 2, config:
         precision = ["--mixed_precision", mixed_precision] if mixed_precision else []
         command = [*launcher, "--num_processes", str(processes), *precision, *launch_args,
                    "--main_process_port", str(free_port()), str(script), *args]
-    # Own process group: on a timeout (a hung collective) the launcher *and* its workers are killed.
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
-                            start_new_session=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        stdout, stderr = proc.communicate()
-        pytest.fail(f"timed out after {timeout}s: {' '.join(command)}\n{stderr[-6000:]}")
+    # On a timeout (a hung collective) the launcher *and* every worker are killed: the workers may
+    # run in sessions of their own, so they are found by a mark in their environment; output goes to
+    # files, which a stray process cannot keep open the way it keeps a pipe.
+    env["ELECTRA_TEST_LAUNCH"] = mark = uuid.uuid4().hex
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(command, env=env, stdout=out, stderr=err, text=True, cwd=cwd, start_new_session=True)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kill_marked_processes(mark)
+            proc.wait()
+            err.seek(0)
+            pytest.fail(f"timed out after {timeout}s: {' '.join(command)}\n{err.read()[-6000:]}")
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
     result = subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
     if check:
         assert result.returncode == 0, f"{' '.join(command)}\n{result.stderr[-6000:]}"
     return result
+
+
+def kill_marked_processes(mark: str) -> None:
+    """SIGKILL every process whose environment holds ELECTRA_TEST_LAUNCH=mark (Linux /proc)."""
+    needle = f"ELECTRA_TEST_LAUNCH={mark}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if needle in (entry / "environ").read_bytes().split(b"\0"):
+                os.kill(int(entry.name), signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            continue
 
 
 def read_records(record_dir: Path, rank: int, seed: int) -> list[dict]:
