@@ -394,7 +394,6 @@ def finetune_throughput(args, variants: dict[str, Variant], model_config, model_
     """Examples/s of the library's finetune() itself, `--steps` steps per variant (a cross-check)."""
     import torch
 
-    from electra_hf.arguments import FinetuningArguments
     from electra_hf.finetuning import FinetuningTask, finetune, make_collator
 
     throughput = {}

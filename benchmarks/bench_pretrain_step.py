@@ -9,7 +9,11 @@ Variants (same model sizes, batch, sequence length, data and seed):
   electra_hf  -- electra_hf's step as train_pretrain.py runs it: Accelerator, ElectraForRTDPretraining
                  forward, accelerator.backward, accelerator.clip_grad_norm_(1.0), ElectraAdamW step,
                  zero_grad, official schedule, the loop's detached-metric accumulation; the script's
-                 attention (`electra_hf.performance.CPU_ATTENTION` on a CPU, sdpa elsewhere).
+                 attention (`electra_hf.performance.CPU_ATTENTION` on a CPU, sdpa elsewhere) and
+                 compilation (on one GPU the whole step replayed as CUDA graphs, eager elsewhere:
+                 `electra_hf.performance.training_compilation`).
+  electra_hf_eager -- opt-in: the same without compilation (on a CPU: the same as electra_hf), to
+                 show what the GPU fast path is worth.
   electra_hf_sdpa -- opt-in: the same with transformers' sdpa attention, to show what the CPU
                  attention function is worth.
   compile     -- electra_hf's step with the model wrapped by `electra_hf.performance.compile_for_training`
@@ -47,9 +51,11 @@ Writes benchmarks/results/pretrain_step.{json,md} (--out_dir to change) and prin
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
 import statistics
 import time
+from pathlib import Path
 
 from benchmarks.common import (
     RESULTS_DIR,
@@ -371,7 +377,22 @@ def parse_args(argv):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out_dir", default=str(RESULTS_DIR))
     parser.add_argument("--name", default="pretrain_step", help="Output file stem.")
+    parser.add_argument("--records_dir", default=None,
+                        help="Also write <records_dir>/<name>.json: one flat record per (preset, precision, variant).")
     return parser.parse_args(argv)
+
+
+def records(report: dict) -> list[dict]:
+    """The report's results as flat records (device, model, shape, variant, tokens/s, MFU, date)."""
+    machine = report["machine"]
+    device = machine.get("gpu") or machine.get("cpu_model")
+    date = time.strftime("%Y-%m-%d")
+    return [{"device": device, "preset": row["preset"], "precision": row["precision"],
+             "batch_size": report["batch_size"], "seq_len": report["seq_len"], "variant": row["variant"],
+             "tokens_per_second": row["tokens_per_s_median"], "mfu": row.get("mfu_datasheet"),
+             "step_s": row["step_s_median"], "speedup_vs_naive": row["speedup_vs_naive"],
+             "fraction_of_gemm": row["fraction_of_gemm_paired"], "date": date, "command": report["command"]}
+            for row in report["results"]]
 
 
 def probe_bf16(args, cases: list[dict], device: str) -> dict:
@@ -429,7 +450,11 @@ def main(argv: list[str] | None = None) -> dict:
         "results": results,
         "raw": cases,
     }
-    return finish_report(report, markdown, args.out_dir, args.name, started)
+    finish_report(report, markdown, args.out_dir, args.name, started)
+    if args.records_dir:
+        Path(args.records_dir).mkdir(parents=True, exist_ok=True)
+        (Path(args.records_dir) / f"{args.name}.json").write_text(json.dumps(records(report), indent=2) + "\n")
+    return report
 
 
 if __name__ == "__main__":

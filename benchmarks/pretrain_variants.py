@@ -8,8 +8,8 @@ import time
 
 from benchmarks.common import sync
 
-VARIANTS = ("naive", "naive_tuned_alloc", "electra_hf", "electra_hf_sdpa", "compile", "compile_model",
-            "compile_model_cudagraphs")
+VARIANTS = ("naive", "naive_tuned_alloc", "electra_hf", "electra_hf_eager", "electra_hf_sdpa", "compile",
+            "compile_model", "compile_model_cudagraphs")
 # How each compiled variant calls `compile_for_training`.
 COMPILE_VARIANTS = {
     "compile": {},  # every layer and embedding block compiled (the default scope)
@@ -198,12 +198,21 @@ def library_step(model, optimizer, scheduler, backward=None, clip_grad_norm=None
 
 def build_step(spec: dict, config, device: str):
     """The training step of `spec["variant"]` (a function of one batch that returns the loss)."""
-    attn = "sdpa" if spec["variant"] in SDPA_VARIANTS else spec["attn"]
+    from electra_hf.performance import training_compilation
+
+    variant = spec["variant"]
+    attn = "sdpa" if variant in SDPA_VARIANTS else spec["attn"]
     arguments = dict(config=config, device=device, precision=spec["precision"], attn=attn, lr=5e-4,
                      total_steps=1_000_000, warmup=10_000)
-    if spec["variant"].startswith("naive"):
+    if variant.startswith("naive"):
         return build_naive(**arguments)
-    return build_electra_hf(**arguments, compile_model=COMPILE_VARIANTS.get(spec["variant"], False))
+    if variant in COMPILE_VARIANTS:
+        compilation = COMPILE_VARIANTS[variant]
+    elif variant == "electra_hf":  # train_pretrain.py's default: the fast path on one GPU, eager elsewhere
+        compilation = training_compilation(None, device) or False
+    else:  # electra_hf_eager, electra_hf_sdpa
+        compilation = False
+    return build_electra_hf(**arguments, compile_model=compilation)
 
 
 # --------------------------------------------------------------------------------------------

@@ -126,58 +126,19 @@ def test_bf16_autocast_step_learns(tiny_tokenizer, packed_batch):
     assert losses[-1] < losses[0] - 0.5  # memorising one batch
 
 
-# torch.compile takes a mode or options, not both: the compiled runs spell "reduce-overhead" as its
-# inductor option, next to fallback_random (inductor draws random numbers as eager does, so the
-# generator's samples, hence the discriminator's input, are the same in both runs).
-COMPILE_MODE_OPTIONS = {None: {}, "reduce-overhead": {"triton.cudagraphs": True}}
-
-
-def loss_and_gradients(tiny_tokenizer, batch, loss_name, scope=None, mode=None):
-    """The loss and {parameter name: gradient} after a backward of `loss_name` alone: eager when
-    `scope` is None, else through `compile_for_training(model, scope)`. CUDA graphs run their first
-    call uncaptured, so with a mode the step runs 3 times and the last gradients count."""
-    from electra_hf.performance import compile_for_training
-
-    model = build(tiny_tokenizer, "cuda").train()  # dropout is off in tiny_config
-    step = model
-    if scope is not None:
-        torch.compiler.reset()
-        step = compile_for_training(model, scope=scope, options={**COMPILE_MODE_OPTIONS[mode], "fallback_random": True})
-    for _ in range(3 if mode else 1):
-        model.zero_grad(set_to_none=True)
-        torch.manual_seed(1)
-        loss = getattr(step(**batch), loss_name)
-        loss.backward()
-    gradients = {name: p.grad.detach().float().cpu() for name, p in model.named_parameters() if p.grad is not None}
-    return float(loss.detach()), gradients
-
-
-def largest_gradient_difference(eager: dict, compiled: dict) -> tuple[float, str | None]:
-    """The largest difference between compiled and eager gradients, relative to the parameter's eager
-    gradient floored at 1e-3 of the whole gradient's norm: some gradients are zero up to rounding
-    (a key bias cannot change a softmax), and their rounding noise is no difference. A parameter
-    the compiled run left without a gradient counts as a zero gradient."""
-    floor = 1e-3 * float(torch.stack([g.norm() for g in eager.values()]).norm())
-    worst, worst_name = 0.0, None
-    for name, reference in eager.items():
-        got = compiled.get(name, torch.zeros_like(reference))
-        difference = float((got - reference).norm()) / max(float(reference.norm()), floor, 1e-12)
-        if difference > worst:
-            worst, worst_name = difference, name
-    return worst, worst_name
-
-
 @pytest.mark.parametrize("scope,mode", [("model", None), ("model", "reduce-overhead"), ("layers", None)])
 def test_compiled_paths_give_the_eager_gradients_on_cuda(tiny_tokenizer, packed_batch, scope, mode):
     """Generator and discriminator loss gradients of each compiled path equal eager's (dropout off,
     eager random numbers): a compiled graph can cut a loss off its autograd Function, which leaves
     its gradient all zero while the loss values still agree."""
-    batch = to(packed_batch, "cuda")
-    for loss_name in ("generator_loss", "discriminator_loss"):
-        _, eager = loss_and_gradients(tiny_tokenizer, batch, loss_name)
-        _, compiled = loss_and_gradients(tiny_tokenizer, batch, loss_name, scope, mode)
-        difference, parameter = largest_gradient_difference(eager, compiled)
-        assert difference <= 1e-3, f"{loss_name}: {parameter} differs by {difference:.2e} of its eager gradient"
+    from electra_hf.performance import compare_compiled_gradients
+
+    compilation = {"scope": scope, **({"mode": mode} if mode else {})}
+    report = compare_compiled_gradients(lambda: build(tiny_tokenizer, "cuda").train(), to(packed_batch, "cuda"),
+                                        compilation)
+    for loss_name, result in report.items():
+        assert result["largest_relative_difference"] <= 1e-3, (loss_name, result)
+        assert not result["parameters_without_gradient"], (loss_name, result)
 
 
 def test_pretraining_script_with_whole_model_cuda_graphs(corpus, tmp_path):  # noqa: F811
