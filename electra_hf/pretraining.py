@@ -186,7 +186,7 @@ def pretrain(run: PretrainingRun, resume_from: Path | None = None) -> Pretrainin
     accelerator, args = run.accelerator, run.args
     state = restore(run, resume_from) if resume_from is not None else PretrainingState()
     window = MetricWindow(step_metric_names(run.config.objective), accelerator.device)
-    tokens = TokenCounter(accelerator, state.tokens_seen)
+    tokens = Throughput(accelerator, state.tokens_seen, state.step)
     guard = NonFiniteGuard(accelerator.device)
     last_eval: dict[str, float] = {}
     progress = tqdm(total=run.max_steps, initial=state.step, disable=not accelerator.is_local_main_process,
@@ -243,13 +243,14 @@ def epoch_batches(run: PretrainingRun, state: PretrainingState):
     return run.train_loader
 
 
-class TokenCounter:
-    """Non-padding tokens trained on by all processes: counted on the device, summed when read."""
+class Throughput:
+    """Non-padding tokens trained on by all processes (counted on the device, summed when read),
+    and the rates since the previous log."""
 
-    def __init__(self, accelerator, seen_before: int):
+    def __init__(self, accelerator, seen_before: int, step: int):
         self.accelerator, self.seen_before = accelerator, seen_before
         self.local = torch.zeros((), dtype=torch.long, device=accelerator.device)
-        self.last_total, self.last_time = seen_before, time.perf_counter()
+        self.last_total, self.last_step, self.last_time = seen_before, step, time.perf_counter()
 
     def add(self, attention_mask: torch.Tensor) -> None:
         self.local += attention_mask.sum()
@@ -258,21 +259,24 @@ class TokenCounter:
         """A collective call: every process must make it."""
         return self.seen_before + int(self.accelerator.reduce(self.local.clone(), reduction="sum"))
 
-    def rate(self) -> tuple[int, float]:
-        """(the total, tokens per second since the previous call). A collective call."""
+    def rates(self, step: int) -> tuple[int, float, float]:
+        """(the total, tokens per second, optimizer steps per second) since the previous call. A
+        collective call."""
         total, now = self.total(), time.perf_counter()
-        rate = (total - self.last_total) / max(now - self.last_time, 1e-9)
-        self.last_total, self.last_time = total, now
-        return total, rate
+        elapsed = max(now - self.last_time, 1e-9)
+        rates = (total - self.last_total) / elapsed, (step - self.last_step) / elapsed
+        self.last_total, self.last_step, self.last_time = total, step, now
+        return total, *rates
 
 
-def log_training(run: PretrainingRun, state: PretrainingState, window: MetricWindow, tokens: TokenCounter,
+def log_training(run: PretrainingRun, state: PretrainingState, window: MetricWindow, tokens: Throughput,
                  progress) -> None:
     means = window.means(run.accelerator)
-    state.tokens_seen, tokens_per_second = tokens.rate()
+    state.tokens_seen, tokens_per_second, steps_per_second = tokens.rates(state.step)
     values = {f"train/{name}": value for name, value in means.items()}
     values.update({"train/learning_rate": run.scheduler.get_last_lr()[0], "train/tokens_per_second": tokens_per_second,
-                   "train/tokens_seen": state.tokens_seen, "train/epoch": state.epoch})
+                   "train/steps_per_second": steps_per_second, "train/tokens_seen": state.tokens_seen,
+                   "train/epoch": state.epoch})
     log_metrics(run.accelerator, values, state.step, run.output_dir / "metrics.jsonl")
     shown = {"loss": "loss", "gen": "generator_loss", "gen_acc": "generator_accuracy",
              "disc": "discriminator_loss", "disc_acc": "discriminator_accuracy"}
@@ -291,7 +295,7 @@ def evaluate_and_log(run: PretrainingRun, state: PretrainingState) -> dict[str, 
 # --------------------------------------------------------------------------------------------
 # Checkpoints and resume
 # --------------------------------------------------------------------------------------------
-def checkpoint(run: PretrainingRun, state: PretrainingState, tokens: TokenCounter, guard: NonFiniteGuard):
+def checkpoint(run: PretrainingRun, state: PretrainingState, tokens: Throughput, guard: NonFiniteGuard):
     """Write a checkpoint (every process takes part); returns the whole model on the main process
     under DeepSpeed/FSDP (gathered for the checkpoint anyway), else None."""
     guard.check(run.accelerator)  # never write a checkpoint of a diverged model
