@@ -96,3 +96,65 @@ def build_tiny_discriminator(directory, texts, vocab_size: int = 400, lowercase:
 def _deterministic_torch():
     torch.manual_seed(0)
     yield
+
+
+LOCAL_METRIC_SCRIPT = '''
+import datasets
+import evaluate
+
+
+class {class_name}(evaluate.Metric):
+    def _info(self):
+        value = datasets.Value("{value_type}")
+        return evaluate.MetricInfo(description="test metric", citation="", inputs_description="",
+                                   features=datasets.Features({{"predictions": value, "references": value}}))
+
+    def _compute(self, predictions, references):
+        return {{"mean_prediction": sum(predictions) / len(predictions), "accuracy": -1.0,
+                 "per_example": list(predictions)}}
+'''
+
+
+def write_local_metric(directory, value_type: str = "int64") -> str:
+    """An `evaluate` metric folder (``<directory>/mean_prediction/mean_prediction.py``) that reports
+    ``mean_prediction``, an ``accuracy`` of -1 (a key clash) and a list (not a number); returns its path."""
+    from pathlib import Path
+
+    folder = Path(directory) / "mean_prediction"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "mean_prediction.py").write_text(LOCAL_METRIC_SCRIPT.format(class_name="MeanPrediction",
+                                                                           value_type=value_type))
+    return str(folder)
+
+
+class StandInHfApi:
+    """Stands in for ``huggingface_hub.HfApi``: records every call and copies each uploaded folder
+    (the caller may delete it afterwards) to ``uploads_dir/<n>``."""
+
+    calls: list = []
+    uploads_dir = None
+
+    def __init__(self, token=None):
+        self.calls.append(("init", {"token": token}))
+
+    def create_repo(self, **kwargs):
+        self.calls.append(("create_repo", kwargs))
+
+    def upload_folder(self, **kwargs):
+        import shutil
+        from pathlib import Path
+
+        copy = Path(self.uploads_dir) / str(len(self.calls))
+        shutil.copytree(kwargs["folder_path"], copy)
+        self.calls.append(("upload_folder", {**kwargs, "copy": copy}))
+        return f"https://huggingface.co/{kwargs['repo_id']}/commit/{len(self.calls)}"
+
+
+@pytest.fixture
+def hub_stand_in(monkeypatch, tmp_path):
+    """``huggingface_hub.HfApi`` replaced by :class:`StandInHfApi`; returns the class (its ``calls``)."""
+    import huggingface_hub
+
+    stand_in = type("RecordingHfApi", (StandInHfApi,), {"calls": [], "uploads_dir": tmp_path / "hub_uploads"})
+    monkeypatch.setattr(huggingface_hub, "HfApi", stand_in)
+    return stand_in
