@@ -158,3 +158,49 @@ def hub_stand_in(monkeypatch, tmp_path):
     stand_in = type("RecordingHfApi", (StandInHfApi,), {"calls": [], "uploads_dir": tmp_path / "hub_uploads"})
     monkeypatch.setattr(huggingface_hub, "HfApi", stand_in)
     return stand_in
+
+
+def labelled_sentences(n: int, seed: int = 0) -> list[tuple[str, str, float]]:
+    """``n`` (sentence, class, score) rows from :data:`TINY_WORDS`: the class is ``animal`` when the
+    sentence names a cat or a dog (else ``place``), the score the share of such words (a float)."""
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        words = rng.sample(TINY_WORDS, 6)
+        animals = sum(word in ("cat", "dog") for word in words)
+        rows.append((" ".join(words) + ".", "animal" if animals else "place", round(animals / 6 + rng.random() / 10, 3)))
+    return rows
+
+
+def write_table(path, header: list[str], rows: list, delimiter: str = ",") -> str:
+    """A CSV (or, with ``delimiter="\\t"``, TSV) file with a header line; returns its path."""
+    import csv
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, delimiter=delimiter)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return str(path)
+
+
+def load_script(name: str):
+    """The repository's script ``<name>.py`` as a module (registered in ``sys.modules``: dataclasses
+    and HfArgumentParser resolve the annotations through it)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / f"{name}.py"
+    loaded = sys.modules.get(name)
+    if loaded is not None and getattr(loaded, "__file__", None) == str(path):
+        return loaded  # one module per script, whichever test file loaded it first
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
