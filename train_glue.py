@@ -41,7 +41,6 @@ import electra_hf.heads  # noqa: F401  (registers the official head with the Aut
 from electra_hf import arguments
 from electra_hf.arguments import FinetuningArguments, FinetuningModelArguments
 from electra_hf.finetuning import FinetuningTask, make_collator
-from electra_hf.hub import looks_like_hub_id
 from electra_hf.metrics import GLUE_METRIC, MetricSuite
 from electra_hf.scripts_common import (
     first_n,
@@ -370,11 +369,10 @@ def glue_hub_upload(task, result: dict, outcome, setup, model_args, data_args: D
         data = (f"{data_args.dataset_name} ({task.hub_config})" if data_args.dataset_name
                 else f"the GLUE TSV files under {data_args.data_dir}")
     table = "\n".join(metrics_table("task", summary_rows(task.name, result), result["seeds"]))
-    hub_datasets = [data_args.dataset_name] if data_args.dataset_name and looks_like_hub_id(data_args.dataset_name) else []
     return hub_upload(setup, model_args, task_args, outcome, repo_id=hub_repo_id(task_args, task.name, several_tasks),
                       selected_by=task.average_key, task=description, data=data, pipeline_tag="text-classification",
                       auto_class="AutoModelForSequenceClassification", results_table=table,
-                      output_dir=task_args.output_dir, datasets=hub_datasets)
+                      output_dir=task_args.output_dir, dataset_name=data_args.dataset_name)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .arguments import FinetuningArguments, FinetuningModelArguments
-from .hub import FinetunedCard, FinetunedUpload, needs_remote_code
+from .hub import FinetunedCard, FinetunedUpload, looks_like_hub_id, needs_remote_code
 
 logger = logging.getLogger(__name__)
 
@@ -254,11 +254,12 @@ def hub_repo_id(ft_args: FinetuningArguments, task_name: str, several_tasks: boo
 
 def hub_upload(setup: FinetuningSetup, model_args: FinetuningModelArguments, ft_args: FinetuningArguments, outcome,
                *, repo_id: str, selected_by: str, task: str, data: str, pipeline_tag: str, auto_class: str,
-               results_table: str, output_dir: str | os.PathLike, datasets: Sequence[str] = ()) -> FinetunedUpload:
+               results_table: str, output_dir: str | os.PathLike, dataset_name: str | None = None) -> FinetunedUpload:
     """What ``--push_to_hub`` sends to ``repo_id`` for one task: the saved model of the seed with the
     best ``selected_by`` (with ``--push_all_seeds`` every seed's too), the tokenizer, a model card
     and ``<output_dir>/results.json`` / ``results.md``. ``outcome`` is the task's
-    :class:`~electra_hf.seeds.SeedsResult`; the other arguments go into the card."""
+    :class:`~electra_hf.seeds.SeedsResult`; the other arguments go into the card (``dataset_name``:
+    ``--dataset_name``, listed in the card's metadata when it is a Hub id)."""
     chosen = outcome.best_seed(selected_by)
     seed_dirs = {run.seed: Path(run.output_dir) for run in outcome.per_seed} if ft_args.push_all_seeds else {}
     settings = {"learning rate": setup.learning_rate, "layer-wise decay": setup.layer_decay,
@@ -269,7 +270,7 @@ def hub_upload(setup: FinetuningSetup, model_args: FinetuningModelArguments, ft_
                          pipeline_tag=pipeline_tag, auto_class=auto_class, results_table=results_table,
                          seeds=outcome.seeds, seed=chosen.seed, selected_by=selected_by, settings=settings,
                          remote_code=needs_remote_code(Path(chosen.output_dir)), seed_folders=list(seed_dirs),
-                         datasets=list(datasets))
+                         datasets=[dataset_name] if dataset_name and looks_like_hub_id(dataset_name) else [])
     output_dir = Path(output_dir)
     return FinetunedUpload(repo_id=repo_id, model_dir=Path(chosen.output_dir), card=card,
                            results_files=[output_dir / "results.json", output_dir / "results.md"],

@@ -149,6 +149,13 @@ class StandInHfApi:
         self.calls.append(("upload_folder", {**kwargs, "copy": copy}))
         return f"https://huggingface.co/{kwargs['repo_id']}/commit/{len(self.calls)}"
 
+    @classmethod
+    def uploaded(cls, repo_id: str):
+        """The copy of the one folder uploaded to ``repo_id`` (fails when there is not exactly one)."""
+        copies = [kwargs["copy"] for name, kwargs in cls.calls if name == "upload_folder" and kwargs["repo_id"] == repo_id]
+        assert len(copies) == 1, f"{len(copies)} uploads to {repo_id}: {cls.calls}"
+        return copies[0]
+
 
 @pytest.fixture
 def hub_stand_in(monkeypatch, tmp_path):

@@ -220,3 +220,31 @@ def test_pretraining_run_folder_gives_its_export(tiny_tokenizer, data, tmp_path,
     (unfinished / "checkpoints" / "step_00000004" / "training_state.json").write_text("{}")
     with pytest.raises(ValueError, match=r"unfinished: a pre-training run without export/ .*step_00000004"):
         train_glue.main(_args(unfinished, tmp_path / "out2", *_own_files(data), "--max_train_steps", "1"))
+
+
+def test_hub_data_set_of_your_own(tiny, tmp_path, monkeypatch):
+    """--dataset_name of any Hub data set (the Hub is unreachable here: load_dataset is faked with a
+    ClassLabel column, a 'text' column and an unlabeled test split, the Hub's usual layout)."""
+    import datasets
+
+    rows = labelled_sentences(40, seed=4)
+    features = datasets.Features({"text": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=["place", "animal"])})
+    requested = []
+
+    def fake_load_dataset(name, config, split, cache_dir=None):
+        requested.append((name, config, split))
+        part = {"train": rows[:24], "dev": rows[24:34], "eval": rows[34:]}[split]
+        labels = [-1] * len(part) if split == "eval" else [int(c == "animal") for _, c, _ in part]
+        return datasets.Dataset.from_dict({"text": [s for s, _, _ in part], "label": labels}, features=features)
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    results = train_glue.main(_args(tiny, tmp_path, "--dataset_name", "someone/reviews", "--dataset_config_name", "en",
+                                    "--validation_split", "dev", "--test_split", "eval", "--do_predict",
+                                    "--max_train_steps", "1"))
+    assert requested == [("someone/reviews", "en", "train"), ("someone/reviews", "en", "dev"),
+                         ("someone/reviews", "en", "eval")]
+    task = results["tasks"]["someone/reviews"]
+    assert task["labels"] == ["place", "animal"] and task["text_columns"] == ["text"]
+    predicted = [line.split("\t")[1] for line in (tmp_path / "predict_results.tsv").read_text().splitlines()[1:]]
+    assert len(predicted) == 6 and set(predicted) <= {"place", "animal"}
