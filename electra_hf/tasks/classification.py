@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .glue_metrics import GENERIC_METRICS, class_ids_or_scores
+from .labels import SentenceTaskLabels
 
 __all__ = ["DATA_FORMATS", "ClassificationDataError", "ClassificationTask", "read_data_file", "load_hub_split",
            "load_classification_data", "write_classification_predictions"]
@@ -48,7 +49,7 @@ class ClassificationDataError(ValueError):
 
 
 @dataclass(frozen=True)
-class ClassificationTask:
+class ClassificationTask(SentenceTaskLabels):
     """A classification or regression data set of your own, as train_glue.py uses a GLUE task.
 
     Attributes:
@@ -70,14 +71,6 @@ class ClassificationTask:
     label_scale: float = 1.0
 
     @property
-    def is_regression(self) -> bool:
-        return self.label_list is None
-
-    @property
-    def num_labels(self) -> int:
-        return 1 if self.label_list is None else len(self.label_list)
-
-    @property
     def is_pair(self) -> bool:
         return len(self.text_columns) == 2
 
@@ -89,9 +82,6 @@ class ClassificationTask:
     @property
     def metrics(self) -> tuple[str, ...]:
         return GENERIC_METRICS[self.metric_config]
-
-    def metric_key(self, split: str, metric: str) -> str:
-        return f"{split}/{metric}"
 
     @property
     def average_key(self) -> str:

@@ -45,6 +45,7 @@ from .glue_metrics import (  # noqa: F401
     score_predictions,
     spearman,
 )
+from .labels import SentenceTaskLabels
 
 __all__ = [
     "TsvLayout",
@@ -98,7 +99,7 @@ class TsvLayout:
 
 
 @dataclass(frozen=True)
-class GlueTask:
+class GlueTask(SentenceTaskLabels):
     """Everything that differs between GLUE tasks.
 
     Attributes:
@@ -138,14 +139,6 @@ class GlueTask:
     predicted_by: str | None = None
 
     @property
-    def is_regression(self) -> bool:
-        return self.label_list is None
-
-    @property
-    def num_labels(self) -> int:
-        return 1 if self.label_list is None else len(self.label_list)
-
-    @property
     def is_pair(self) -> bool:
         return len(self.hub_text_columns) == 2
 
@@ -165,10 +158,6 @@ class GlueTask:
 
     def hub_split(self, split: str) -> str:
         return dict(self.hub_splits)[split]
-
-    def metric_key(self, split: str, metric: str) -> str:
-        """Key of a metric in result dicts: ``"<split>/<metric>"`` (e.g. ``"dev_matched/accuracy"``)."""
-        return f"{split}/{metric}"
 
     @property
     def average_key(self) -> str | None:
