@@ -299,11 +299,15 @@ def finetune_task(task, raw_splits: tuple, setup, model_args: ModelArguments, da
     """Every seed of one task (a GLUE task or a ClassificationTask): its per-seed metrics and median
     (and test predictions); returns ``(result, SeedsResult)``."""
     train_raw, eval_raw, predict_raw = raw_splits
-    num_proc, tokenizer = data_args.preprocessing_num_workers, setup.tokenizer
-    train_ds = _tokenize(train_raw, tokenizer, task, task_args, num_proc, keep_label=True)
-    eval_ds = {s: _tokenize(d, tokenizer, task, task_args, num_proc, keep_label=True) for s, d in eval_raw.items()}
-    predict_ds = {s: _tokenize(d, tokenizer, task, task_args, num_proc, keep_label=False) for s, d in predict_raw.items()}
     suite = MetricSuite(GLUE_METRIC, task.metric_config, task_args.metric_name or ())
+    num_proc, tokenizer = data_args.preprocessing_num_workers, setup.tokenizer
+
+    def tokenize(dataset, keep_label: bool = True):
+        return _tokenize(dataset, tokenizer, task, task_args, num_proc, keep_label)
+
+    train_ds = tokenize(train_raw)
+    eval_ds = {split: tokenize(data) for split, data in eval_raw.items()}
+    predict_ds = {split: tokenize(data, keep_label=False) for split, data in predict_raw.items()}
 
     def compute_metrics(split, prediction):
         preds = class_ids_or_scores(prediction.predictions, task.is_regression, task.name)
@@ -360,7 +364,8 @@ def glue_hub_upload(task, result: dict, outcome, setup, model_args, data_args: D
                     several_tasks: bool):
     """What --push_to_hub sends for one task (see electra_hf.scripts_common.hub_upload)."""
     if isinstance(task, ClassificationTask):
-        kind = "regression" if task.is_regression else f"{'sentence-pair' if task.is_pair else 'sentence'} classification"
+        kind = "sentence-pair classification" if task.is_pair else "sentence classification"
+        kind = "regression" if task.is_regression else kind
         classes = "" if task.is_regression else f", classes {list(task.label_list)}"
         data = f"{task.data} (text columns {list(task.text_columns)}, label column {task.label_column!r}{classes})"
         description = f"{kind} ({task.name})"

@@ -241,7 +241,8 @@ def _to_glue_layout(dataset, where: str, task: ClassificationTask, labeled: bool
     """``sentence1``, [``sentence2``], ``label`` (class id or score; -1 unlabeled), ``idx`` (row - 1)."""
     import datasets
 
-    missing = [c for c in (*task.text_columns, *([task.label_column] if labeled else [])) if c not in dataset.column_names]
+    needed = [*task.text_columns, *([task.label_column] if labeled else [])]
+    missing = [c for c in needed if c not in dataset.column_names]
     not_text = [c for c in task.text_columns if c in dataset.column_names and not _is_text(dataset.features[c])]
     if missing or not_text:
         problems = ([f"no column(s) {missing}"] if missing else []) + [
@@ -268,11 +269,31 @@ def _to_glue_layout(dataset, where: str, task: ClassificationTask, labeled: bool
 # --------------------------------------------------------------------------------------------
 # The whole data set
 # --------------------------------------------------------------------------------------------
+def _hub_splits(dataset_name: str, config_name: str | None, splits: Sequence[str], predict: bool,
+                cache_dir: str | None) -> tuple[dict[str, Any], dict[str, str], str]:
+    """``({"train", "dev"[, "test"]: Dataset}, {split: where}, description)`` of a Hub data set."""
+    names = dict(zip(("train", "dev", "test"), splits))
+    wanted = ["train", "dev"] + (["test"] if predict else [])
+    config = f"/{config_name}" if config_name else ""
+    raw = {split: load_hub_split(dataset_name, config_name, names[split], cache_dir) for split in wanted}
+    where = {split: f"{dataset_name}{config} split {names[split]!r}" for split in wanted}
+    return raw, where, f"the Hub data set {dataset_name}{config} (splits {', '.join(names[s] for s in wanted)})"
+
+
+def _file_splits(files: dict[str, tuple[str, str | None]],
+                 cache_dir: str | None) -> tuple[dict[str, Any], dict[str, str], str]:
+    """The same for files: ``files`` maps a split to (its flag, its path or None)."""
+    raw = {split: read_data_file(path, flag, cache_dir) for split, (flag, path) in files.items() if path}
+    where = {split: path for split, (_, path) in files.items() if path}
+    return raw, where, ", ".join(f"{split}: {path}" for split, path in where.items())
+
+
 def load_classification_data(*, train_file: str | None = None, validation_file: str | None = None,
                              test_file: str | None = None, dataset_name: str | None = None,
-                             dataset_config_name: str | None = None, splits: Sequence[str] = ("train", "validation", "test"),
-                             predict: bool = False, text_column_names: Sequence[str] | None = None,
-                             label_column_name: str = "label", do_regression: bool | None = None,
+                             dataset_config_name: str | None = None,
+                             splits: Sequence[str] = ("train", "validation", "test"), predict: bool = False,
+                             text_column_names: Sequence[str] | None = None, label_column_name: str = "label",
+                             do_regression: bool | None = None,
                              cache_dir: str | None = None) -> tuple[ClassificationTask, dict[str, Any]]:
     """The task and its splits in the GLUE layout: ``{"train", "dev"[, "test"]: Dataset}``.
 
@@ -282,18 +303,13 @@ def load_classification_data(*, train_file: str | None = None, validation_file: 
     text columns (its labels, if any, are not read).
     """
     if dataset_name is not None:
-        names = dict(zip(("train", "dev", "test"), splits))
-        wanted = ["train", "dev"] + (["test"] if predict else [])
-        config = f"/{dataset_config_name}" if dataset_config_name else ""
-        where = {split: f"{dataset_name}{config} split {names[split]!r}" for split in wanted}
-        raw = {split: load_hub_split(dataset_name, dataset_config_name, names[split], cache_dir) for split in wanted}
-        name, data = dataset_name, f"the Hub data set {dataset_name}{config} (splits {', '.join(names[s] for s in wanted)})"
+        raw, where, data = _hub_splits(dataset_name, dataset_config_name, splits, predict, cache_dir)
+        name = dataset_name
     else:
-        files = {"train": ("--train_file", train_file), "dev": ("--validation_file", validation_file),
-                 "test": ("--test_file", test_file)}
-        where = {split: path for split, (_, path) in files.items() if path}
-        raw = {split: read_data_file(path, flag, cache_dir) for split, (flag, path) in files.items() if path}
-        name, data = Path(train_file).name, ", ".join(f"{split}: {path}" for split, path in where.items())
+        raw, where, data = _file_splits({"train": ("--train_file", train_file),
+                                         "dev": ("--validation_file", validation_file),
+                                         "test": ("--test_file", test_file)}, cache_dir)
+        name = Path(train_file).name
     text_columns = _text_columns(raw["train"], where["train"], text_column_names, label_column_name)
     label_list = _label_list(raw["train"], where["train"], label_column_name, do_regression)
     task = ClassificationTask(name=name, text_columns=text_columns, label_column=label_column_name,
