@@ -29,8 +29,10 @@ The official ELECTRA code uses a richer head (end logits conditioned on the star
 and an answerability classifier for v2.0): expect its published SQuAD numbers to be somewhat
 higher than this head's.
 
-Per seed and as the median over seeds, the metrics go to ``<output_dir>/results.json`` and
-``results.md``; each seed's answers go to ``<output_dir>/seed_<seed>/predictions.json`` (``{id:
+Per seed and as the median over seeds, the metrics (computed by the `evaluate` module
+electra_hf/metrics/squad, plus any ``--metric_name``) go to ``<output_dir>/results.json`` and
+``results.md``; ``--push_to_hub`` sends the best seed (by dev F1), its tokenizer, a model card and
+the results to the Hub; each seed's answers go to ``<output_dir>/seed_<seed>/predictions.json`` (``{id:
 answer}``, the official evaluation script's input; v2.0 also ``null_odds.json``, null score minus
 best span score per question, for the script's ``--na-prob-file``). All arguments can also come
 from one .json/.yaml file: ``python train_squad.py config.yaml``.
@@ -47,9 +49,11 @@ from typing import Any
 from electra_hf import arguments
 from electra_hf.arguments import FinetuningArguments, FinetuningModelArguments
 from electra_hf.finetuning import FinetuningTask, make_collator
+from electra_hf.metrics import SQUAD_METRIC, MetricSuite
 from electra_hf.scripts_common import (
     EvalRecorder,
     first_n,
+    hub_upload,
     metrics_table,
     model_load_kwargs,
     plain_electra_config,
@@ -68,7 +72,6 @@ from electra_hf.tasks.qa import (
     prepare_train_features,
     read_squad,
     split_by_article,
-    squad_metrics,
 )
 
 logger = logging.getLogger("train_squad")
@@ -195,7 +198,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     train_ds, eval_features = windows(train_raw, eval_raw, setup.tokenizer, data_args, ft_args)
     # The model sees only its inputs; example ids and offsets stay here for the span search.
     eval_ds = {"dev": eval_features.remove_columns(list(QA_NON_MODEL_COLUMNS))}
-    recorder = EvalRecorder(answer_scorer(eval_raw, eval_features, data_args), list(eval_ds))
+    suite = MetricSuite(SQUAD_METRIC, "v2" if data_args.version_2_with_negative else "v1", ft_args.metric_name or ())
+    recorder = EvalRecorder(answer_scorer(eval_raw, eval_features, data_args, suite), list(eval_ds))
     config = plain_electra_config(setup.base_config, num_labels=2)  # ElectraForQuestionAnswering: start and end logits
     load_kwargs = model_load_kwargs(model_args)
 
@@ -209,15 +213,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     outcome = run_with_seeds(model_init, task, ft_args, accelerator=setup.accelerator)
 
     table_metrics = V2_TABLE_METRICS if data_args.version_2_with_negative else V1_TABLE_METRICS
-    metric_keys = [f"dev/{m}" for m in table_metrics if f"dev/{m}" in outcome.median]
+    metric_keys = [f"dev/{m}" for m in (*table_metrics, *suite.extra_keys) if f"dev/{m}" in outcome.median]
     output_dir = Path(ft_args.output_dir)
     data_name = (data_args.dataset_name or Path(source).name) + (
         f" (articles {data_args.split_by_article}+ held out)" if data_args.split_by_article else "")
     results: dict[str, Any] = {
-        "data": data_name, "model": model_args.model_name_or_path, "version_2_with_negative":
-        data_args.version_2_with_negative, "learning_rate": setup.learning_rate, "layer_decay": setup.layer_decay,
-        "seeds": outcome.seeds, "num_train_examples": len(train_raw), "num_train_features": len(train_ds),
-        "num_eval_examples": len(eval_raw), "num_eval_features": len(eval_features),
+        "data": data_name, "model": model_args.model_name_or_path, "model_weights": setup.model_path,
+        "version_2_with_negative": data_args.version_2_with_negative, "learning_rate": setup.learning_rate,
+        "layer_decay": setup.layer_decay, "seeds": outcome.seeds, "num_train_examples": len(train_raw),
+        "num_train_features": len(train_ds), "num_eval_examples": len(eval_raw),
+        "num_eval_features": len(eval_features), "metric_modules": suite.describe(),
         **seed_summary(outcome, metric_keys),
     }
 
@@ -229,7 +234,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     results["predictions"] = write_seed_predictions(setup.accelerator, output_dir, outcome, recorder, "dev",
                                                     "predictions.json", write_answers)
-    write_results_and_end_training(setup.accelerator, output_dir, results, results_markdown(results), logger)
+    uploads = []
+    if ft_args.push_to_hub:
+        version = "SQuAD v2.0" if data_args.version_2_with_negative else "SQuAD v1.1"
+        uploads.append(hub_upload(
+            setup, model_args, ft_args, outcome, repo_id=ft_args.hub_model_id, selected_by="dev/f1",
+            task=f"extractive question answering ({version})", data=data_name, pipeline_tag="question-answering",
+            auto_class="AutoModelForQuestionAnswering", results_table=results_markdown(results),
+            output_dir=output_dir, dataset_name=data_args.dataset_name))
+        results["hub"] = uploads[-1].summary()
+    write_results_and_end_training(setup.accelerator, output_dir, results, results_markdown(results), logger,
+                                   hub_uploads=uploads)
     return results
 
 
@@ -246,8 +261,14 @@ def windows(train_raw, eval_raw, tokenizer, data_args: DataArguments, ft_args) -
     return train_ds, eval_features
 
 
-def answer_scorer(eval_raw, eval_features, data_args: DataArguments):
-    """`score(split, EvalPrediction)` for an `EvalRecorder`: the span search, then the SQuAD metrics."""
+def answer_scorer(eval_raw, eval_features, data_args: DataArguments, suite: MetricSuite):
+    """`score(split, EvalPrediction)` for an `EvalRecorder`: the span search, then `suite` (the SQuAD
+    `evaluate` module and the --metric_name ones) on the inputs of the Hub's squad/squad_v2 metrics."""
+    ids = eval_raw["id"]
+    references = [{"id": qid, "answers": answers} for qid, answers in zip(ids, eval_raw["answers"])]
+    # The module's v2 predictions carry a no-answer probability; 0.0 keeps each answer as predicted
+    # (the null-score threshold has already decided which questions get "").
+    no_answer = {"no_answer_probability": 0.0} if data_args.version_2_with_negative else {}
 
     def score(split: str, prediction):
         start_logits, end_logits = prediction.predictions
@@ -257,7 +278,8 @@ def answer_scorer(eval_raw, eval_features, data_args: DataArguments):
             null_score_diff_threshold=data_args.null_score_diff_threshold)
         # Keep answers and null odds only: n-best lists of every evaluation of every seed add up to GBs.
         kept = (answers.predictions, answers.null_score_diff)
-        return squad_metrics(answers.predictions, eval_raw, data_args.version_2_with_negative), kept
+        predicted = [{"id": qid, "prediction_text": answers.predictions[qid], **no_answer} for qid in ids]
+        return suite.compute(predicted, references), kept
 
     return score
 

@@ -15,8 +15,10 @@ layer per token, the official tagging head), so the saved model loads with plain
 ``AutoModelForTokenClassification`` and works in ``pipeline("token-classification")``.
 
 Every seed fine-tunes the same checkpoint; entity-level precision/recall/F1 (CoNLL's
-``conlleval`` rules, through seqeval) per type and overall, plus token accuracy, per seed and
-their median go to ``<output_dir>/results.json`` and ``results.md``. ``--do_predict`` also scores
+``conlleval`` rules, through seqeval, computed by the `evaluate` module electra_hf/metrics/entity_f1,
+plus any ``--metric_name``) per type and overall, plus token accuracy, per seed and their median
+go to ``<output_dir>/results.json`` and ``results.md``; ``--push_to_hub`` sends the best seed, its
+tokenizer, a model card and the results to the Hub. ``--do_predict`` also scores
 the test file and writes each seed's predictions in CoNLL format (``word gold predicted``, one
 token per line, the input of ``conlleval``) to ``<output_dir>/seed_<seed>/test_predictions.txt``.
 All arguments can also come from one .json/.yaml file: ``python train_tagging.py config.yaml``.
@@ -33,9 +35,11 @@ from typing import Any
 from electra_hf import arguments
 from electra_hf.arguments import FinetuningArguments, FinetuningModelArguments
 from electra_hf.finetuning import FinetuningTask
+from electra_hf.metrics import ENTITY_F1_METRIC, MetricSuite
 from electra_hf.scripts_common import (
     EvalRecorder,
     first_n,
+    hub_upload,
     metrics_table,
     model_load_kwargs,
     plain_electra_config,
@@ -57,7 +61,6 @@ from electra_hf.tasks.tagging import (
     load_hub_tagging,
     predictions_to_tags,
     read_conll,
-    tagging_metrics,
 )
 
 logger = logging.getLogger("train_tagging")
@@ -225,7 +228,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     raw = {split: first_n(ds, limits[split]) for split, ds in raw.items()}
     labels = label_list(raw, fixed_labels, data_args.task)
     entity_level = is_entity_tagging(labels)
-    task, recorder, gold = tagging_task(raw, labels, entity_level, setup.tokenizer, data_args, ft_args)
+    suite = MetricSuite(ENTITY_F1_METRIC, "entities" if entity_level else "tokens", ft_args.metric_name or ())
+    task, recorder, gold = tagging_task(raw, labels, suite, setup.tokenizer, data_args, ft_args)
     task_name = data_args.task or data_args.dataset_name or Path(data_args.train_file).name
     logger.info("%s: %d training sentences, %d labels (%s), tag scheme %s, seeds %s", task_name,
                 len(task.train_dataset), len(labels), " ".join(labels), tag_scheme, list(ft_args.seeds))
@@ -238,13 +242,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         metric_keys += [f"{name}/{m}" for m in (OVERALL_METRICS if entity_level else ("accuracy",))]
         if entity_level:
             metric_keys += [f"{name}/{typ}/{m}" for typ in sorted(entity_counts(gold[name])) for m in PER_TYPE_METRICS]
+        metric_keys += [f"{name}/{key}" for key in suite.extra_keys]
     output_dir = Path(ft_args.output_dir)
     results: dict[str, Any] = {
-        "task": task_name, "model": model_args.model_name_or_path, "learning_rate": setup.learning_rate,
-        "layer_decay": setup.layer_decay, "seeds": outcome.seeds, "labels": labels, "tag_scheme": tag_scheme,
-        "num_train_examples": len(task.train_dataset),
+        "task": task_name, "model": model_args.model_name_or_path, "model_weights": setup.model_path,
+        "learning_rate": setup.learning_rate, "layer_decay": setup.layer_decay, "seeds": outcome.seeds,
+        "labels": labels, "tag_scheme": tag_scheme, "num_train_examples": len(task.train_dataset),
         "num_eval_examples": {n: len(ds) for n, ds in task.eval_datasets.items()},
-        **seed_summary(outcome, metric_keys),
+        "metric_modules": suite.describe(), **seed_summary(outcome, metric_keys),
         "best_seed": outcome.best_seed(main_metric).seed, "best_seed_selected_by": main_metric,
     }
     if "test" in task.eval_datasets:
@@ -253,7 +258,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             lambda path, predicted: write_conll_predictions(path, raw["test"], predicted))
     if setup.accelerator.is_main_process:
         logger.info("median: %s", {k: round(v, 4) for k, v in outcome.median.items() if k in metric_keys and k.count("/") == 1})
-    write_results_and_end_training(setup.accelerator, output_dir, results, results_markdown(results), logger)
+    uploads = []
+    if ft_args.push_to_hub:
+        uploads.append(hub_upload(
+            setup, model_args, ft_args, outcome, repo_id=ft_args.hub_model_id, selected_by=main_metric,
+            task=f"token classification ({task_name})", data=f"{task_name}, tags {' '.join(labels)} ({tag_scheme})",
+            pipeline_tag="token-classification", auto_class="AutoModelForTokenClassification",
+            results_table=results_markdown(results), output_dir=output_dir, dataset_name=data_args.dataset_name))
+        results["hub"] = uploads[-1].summary()
+    write_results_and_end_training(setup.accelerator, output_dir, results, results_markdown(results), logger,
+                                   hub_uploads=uploads)
     return results
 
 
@@ -268,9 +282,10 @@ def label_list(raw: dict[str, Any], fixed_labels, task_name: str | None) -> list
     return list(fixed_labels) if fixed_labels else observed
 
 
-def tagging_task(raw, labels, entity_level: bool, tokenizer, data_args, ft_args) -> tuple[FinetuningTask, Any, dict]:
-    """The encoded splits as a `FinetuningTask`, its `EvalRecorder` (predicted tags per evaluation),
-    and the gold tags of the evaluated splits."""
+def tagging_task(raw, labels, suite: MetricSuite, tokenizer, data_args, ft_args) -> tuple[FinetuningTask, Any, dict]:
+    """The encoded splits as a `FinetuningTask` scored by `suite` (the entity-F1 `evaluate` module
+    and the --metric_name ones, on word-level tag lists), its `EvalRecorder` (predicted tags per
+    evaluation), and the gold tags of the evaluated splits."""
     from transformers import DataCollatorForTokenClassification
 
     label2id, id2label = label_maps(labels)
@@ -288,7 +303,7 @@ def tagging_task(raw, labels, entity_level: bool, tokenizer, data_args, ft_args)
 
     def score(split: str, prediction) -> tuple[dict[str, float], list[list[str]]]:
         predicted = predictions_to_tags(prediction.predictions, word_ids[split], num_words[split], id2label)
-        return tagging_metrics(gold[split], predicted, entity_level=entity_level), predicted
+        return suite.compute(predicted, gold[split]), predicted
 
     recorder = EvalRecorder(score, list(eval_ds))
     collator = DataCollatorForTokenClassification(

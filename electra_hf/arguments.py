@@ -205,6 +205,15 @@ class FinetuningArguments(TrainingArguments):
     greater_is_better: bool = field(default=True, metadata={"help": "Direction of metric_for_best_model."})
     save_model: bool = field(default=True, metadata={"help": "save_pretrained the fine-tuned model (+ tokenizer) per seed."})
     disable_tqdm: bool = field(default=False, metadata={"help": "No progress bars."})
+    metric_name: list[str] | None = field(
+        default=None,
+        metadata={"help": "Further `evaluate` metrics (a Hub id such as f1, which needs the Hub or evaluate's cache, "
+                          "or a local metric folder), given the same predictions and references as the task's own "
+                          "module; a key the task already reports gets the metric's name in front."})
+    push_all_seeds: bool = field(
+        default=False,
+        metadata={"help": "With --push_to_hub: also push every seed's model, into seed_<seed>/ of the repository "
+                          "(the root holds the seed with the best dev score)."})
     max_steps: int | None = _deprecated("use --max_train_steps")
     resume: bool | None = _deprecated("use --resume_from_checkpoint latest")
     tracker_project_name: str | None = _deprecated("use --project_name")
@@ -224,6 +233,10 @@ class FinetuningArguments(TrainingArguments):
                 "--resume_from_checkpoint: fine-tuning resumes every (task, seed) run of --output_dir from its own "
                 f"newest checkpoint; pass 'latest' (got {self.resume_from_checkpoint!r})")
         self.seeds = list(self.seeds) if self.seeds else [self.seed]
+        if self.push_to_hub and not self.save_model:
+            raise ValueError("--push_to_hub pushes the saved models: it needs --save_model true")
+        if self.push_all_seeds and not self.push_to_hub:
+            raise ValueError("--push_all_seeds needs --push_to_hub")
         if self.metric_for_best_model is not None and self.eval_steps <= 0:
             raise ValueError("--metric_for_best_model needs --eval_steps > 0 (otherwise only the end is evaluated)")
 
@@ -233,8 +246,8 @@ class FinetuningModelArguments:
     """Which checkpoint and tokenizer to fine-tune (the arguments every fine-tuning script takes)."""
 
     model_name_or_path: str = field(
-        metadata={"help": "An ELECTRA discriminator: a local export folder, a train_pretrain.py checkpoint, or a "
-                          "Hub id (e.g. google/electra-small-discriminator)."})
+        metadata={"help": "An ELECTRA discriminator: a local export folder, a train_pretrain.py output folder (its "
+                          "export/) or checkpoint, or a Hub id (e.g. google/electra-small-discriminator)."})
     tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer, if not the model's own."})
     classifier_dropout: float | None = field(
         default=None,
@@ -245,6 +258,14 @@ class FinetuningModelArguments:
     allow_vocab_size_mismatch: bool = field(
         default=False,
         metadata={"help": "Accept a tokenizer smaller than the model's vocab_size (embeddings padded on purpose)."})
+    ignore_mismatched_sizes: bool = field(
+        default=False,
+        metadata={"help": "Re-initialise checkpoint weights whose shape differs from the model's (e.g. a classifier "
+                          "fine-tuned for another number of labels) instead of stopping."})
+    trust_remote_code: bool = field(
+        default=False,
+        metadata={"help": "Run the model code a checkpoint ships (its config's auto_map) when loading its config, "
+                          "tokenizer and weights. Only for checkpoints whose code you trust."})
 
 
 

@@ -23,7 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from .arguments import FinetuningModelArguments
+from .arguments import FinetuningArguments, FinetuningModelArguments
+from .hub import FinetunedCard, FinetunedUpload, looks_like_hub_id, needs_remote_code
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "FinetuningSetup",
@@ -41,6 +44,8 @@ __all__ = [
     "summary_rows",
     "write_results",
     "write_results_and_end_training",
+    "hub_repo_id",
+    "hub_upload",
     "EvalRecorder",
     "write_seed_predictions",
 ]
@@ -75,16 +80,30 @@ def start_finetuning(model_args: FinetuningModelArguments, data_args: Any, ft_ar
 
 
 def resolve_discriminator_path(path: str) -> str:
-    """Map ``--model_name_or_path`` to something ``from_pretrained`` loads.
+    """Map ``--model_name_or_path`` to something ``from_pretrained`` loads, and log which weights
+    that is when it is not ``path`` itself.
 
     Plain checkpoints and Hub ids pass through; an ``export_pretrained`` folder gives its
-    ``discriminator/`` (or ``mlm/``); an electra_hf pre-training checkpoint (a
-    ``train_pretrain.py`` checkpoint folder or a saved ``ElectraForRTDPretraining``) is exported
-    once next to it and its discriminator is used.
+    ``discriminator/`` (or ``mlm/``); a ``train_pretrain.py`` output folder gives its export
+    (``export/discriminator``), and one without an export (an unfinished run) is refused, naming
+    its newest checkpoint; an electra_hf pre-training checkpoint (a ``train_pretrain.py``
+    checkpoint folder or a saved ``ElectraForRTDPretraining``) is exported once next to it and its
+    discriminator is used.
     """
-    from electra_hf.export import finetuning_checkpoint
+    from electra_hf.checkpoints import find_latest_checkpoint
+    from electra_hf.export import EXPORT_KINDS, finetuning_checkpoint
 
-    return finetuning_checkpoint(path)
+    folder, source = Path(path), path
+    if folder.is_dir() and not (folder / "config.json").is_file():
+        if any((folder / "export" / kind / "config.json").is_file() for kind in EXPORT_KINDS):
+            source = str(folder / "export")  # a pre-training run's output folder
+        elif (latest := find_latest_checkpoint(folder / "checkpoints")) is not None:
+            raise ValueError(f"--model_name_or_path {path}: a pre-training run without export/ (it did not finish); "
+                             f"give one of its checkpoints, e.g. {latest}")
+    resolved = finetuning_checkpoint(source)
+    if resolved != path:
+        logger.info("--model_name_or_path %s: fine-tuning the weights of %s", path, resolved)
+    return resolved
 
 
 def check_vocab(tokenizer, config, model_path: str, tokenizer_path: str, allow_smaller: bool) -> None:
@@ -111,11 +130,12 @@ def load_discriminator_and_tokenizer(model_args: FinetuningModelArguments, max_s
 
     model_path = resolve_discriminator_path(model_args.model_name_or_path)
     tokenizer_path = model_args.tokenizer_name or model_path
-    base_config = AutoConfig.from_pretrained(model_path, cache_dir=model_args.cache_dir)
+    remote = dict(cache_dir=model_args.cache_dir, trust_remote_code=model_args.trust_remote_code)
+    base_config = AutoConfig.from_pretrained(model_path, **remote)
     if not hasattr(base_config, "embedding_size") or "electra" not in base_config.model_type:
         raise ValueError(f"--model_name_or_path {model_path}: model_type {base_config.model_type!r} is not an "
                          f"ELECTRA discriminator")
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path, cache_dir=model_args.cache_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path, **remote)
     check_vocab(tokenizer, base_config, model_path, tokenizer_path, model_args.allow_vocab_size_mismatch)
     if need_fast_tokenizer and not getattr(tokenizer, "is_fast", False):
         raise ValueError(f"{tokenizer_path}: {type(tokenizer).__name__} is a slow tokenizer; {need_fast_tokenizer} "
@@ -140,7 +160,8 @@ def plain_electra_config(base_config, **overrides):
 
 def model_load_kwargs(model_args: FinetuningModelArguments) -> dict[str, Any]:
     """Keyword arguments for ``from_pretrained`` that come from the model arguments."""
-    kwargs: dict[str, Any] = dict(cache_dir=model_args.cache_dir)
+    kwargs: dict[str, Any] = dict(cache_dir=model_args.cache_dir, trust_remote_code=model_args.trust_remote_code,
+                                  ignore_mismatched_sizes=model_args.ignore_mismatched_sizes)
     if model_args.attn_implementation:
         kwargs["attn_implementation"] = model_args.attn_implementation
     return kwargs
@@ -210,16 +231,51 @@ def write_results(output_dir: str | os.PathLike, results: Mapping[str, Any], mar
 
 
 def write_results_and_end_training(accelerator, output_dir: str | os.PathLike, results: Mapping[str, Any],
-                                   markdown: str, log: logging.Logger) -> None:
+                                   markdown: str, log: logging.Logger,
+                                   hub_uploads: Sequence[FinetunedUpload] = ()) -> None:
     """The end of a fine-tuning script: the main process writes ``<output_dir>/results.json`` and
-    ``results.md`` (:func:`write_results`) and logs the table to ``log``; then every process waits
-    for the others and the trackers are closed (``accelerator.end_training``)."""
+    ``results.md`` (:func:`write_results`), logs the table to ``log`` and pushes ``hub_uploads``
+    (:func:`hub_upload`); then every process waits for the others and the trackers are closed
+    (``accelerator.end_training``)."""
     if accelerator.is_main_process:
         path = write_results(output_dir, results, markdown)
         log.info("results: %s\n%s", path, markdown)
+        for upload in hub_uploads:
+            log.info("pushed to the Hub: %s", upload.push())
     # Every process returns only once the files exist: a caller (or the next script) may read them.
     accelerator.wait_for_everyone()
     accelerator.end_training()
+
+
+def hub_repo_id(ft_args: FinetuningArguments, task_name: str, several_tasks: bool) -> str:
+    """``--hub_model_id``, or ``<hub_model_id>-<task>`` when one run fine-tunes several tasks (GLUE)."""
+    return f"{ft_args.hub_model_id}-{task_name.lower()}" if several_tasks else ft_args.hub_model_id
+
+
+def hub_upload(setup: FinetuningSetup, model_args: FinetuningModelArguments, ft_args: FinetuningArguments, outcome,
+               *, repo_id: str, selected_by: str, task: str, data: str, pipeline_tag: str, auto_class: str,
+               results_table: str, output_dir: str | os.PathLike, dataset_name: str | None = None) -> FinetunedUpload:
+    """What ``--push_to_hub`` sends to ``repo_id`` for one task: the saved model of the seed with the
+    best ``selected_by`` (with ``--push_all_seeds`` every seed's too), the tokenizer, a model card
+    and ``<output_dir>/results.json`` / ``results.md``. ``outcome`` is the task's
+    :class:`~electra_hf.seeds.SeedsResult`; the other arguments go into the card (``dataset_name``:
+    ``--dataset_name``, listed in the card's metadata when it is a Hub id)."""
+    chosen = outcome.best_seed(selected_by)
+    seed_dirs = {run.seed: Path(run.output_dir) for run in outcome.per_seed} if ft_args.push_all_seeds else {}
+    settings = {"learning rate": setup.learning_rate, "layer-wise decay": setup.layer_decay,
+                "epochs": ft_args.num_train_epochs, "optimizer steps": chosen.global_step,
+                "batch size per device": ft_args.per_device_train_batch_size,
+                "max sequence length": ft_args.max_seq_length, "weights": setup.model_path}
+    card = FinetunedCard(repo_id=repo_id, base_model=model_args.model_name_or_path, task=task, data=data,
+                         pipeline_tag=pipeline_tag, auto_class=auto_class, results_table=results_table,
+                         seeds=outcome.seeds, seed=chosen.seed, selected_by=selected_by, settings=settings,
+                         remote_code=needs_remote_code(Path(chosen.output_dir)), seed_folders=list(seed_dirs),
+                         datasets=[dataset_name] if dataset_name and looks_like_hub_id(dataset_name) else [])
+    output_dir = Path(output_dir)
+    return FinetunedUpload(repo_id=repo_id, model_dir=Path(chosen.output_dir), card=card,
+                           results_files=[output_dir / "results.json", output_dir / "results.md"],
+                           tokenizer=setup.tokenizer, seed_dirs=seed_dirs, token=ft_args.hub_token,
+                           private=ft_args.hub_private_repo)
 
 
 @dataclass

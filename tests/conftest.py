@@ -96,3 +96,118 @@ def build_tiny_discriminator(directory, texts, vocab_size: int = 400, lowercase:
 def _deterministic_torch():
     torch.manual_seed(0)
     yield
+
+
+LOCAL_METRIC_SCRIPT = '''
+import datasets
+import evaluate
+
+
+class {class_name}(evaluate.Metric):
+    def _info(self):
+        value = datasets.Value("{value_type}")
+        return evaluate.MetricInfo(description="test metric", citation="", inputs_description="",
+                                   features=datasets.Features({{"predictions": value, "references": value}}))
+
+    def _compute(self, predictions, references):
+        return {{"mean_prediction": sum(predictions) / len(predictions), "accuracy": -1.0,
+                 "per_example": list(predictions)}}
+'''
+
+
+def write_local_metric(directory, value_type: str = "int64") -> str:
+    """An `evaluate` metric folder (``<directory>/mean_prediction/mean_prediction.py``) that reports
+    ``mean_prediction``, an ``accuracy`` of -1 (a key clash) and a list (not a number); returns its path."""
+    from pathlib import Path
+
+    folder = Path(directory) / "mean_prediction"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "mean_prediction.py").write_text(LOCAL_METRIC_SCRIPT.format(class_name="MeanPrediction",
+                                                                           value_type=value_type))
+    return str(folder)
+
+
+class StandInHfApi:
+    """Stands in for ``huggingface_hub.HfApi``: records every call and copies each uploaded folder
+    (the caller may delete it afterwards) to ``uploads_dir/<n>``."""
+
+    calls: list = []
+    uploads_dir = None
+
+    def __init__(self, token=None):
+        self.calls.append(("init", {"token": token}))
+
+    def create_repo(self, **kwargs):
+        self.calls.append(("create_repo", kwargs))
+
+    def upload_folder(self, **kwargs):
+        import shutil
+        from pathlib import Path
+
+        copy = Path(self.uploads_dir) / str(len(self.calls))
+        shutil.copytree(kwargs["folder_path"], copy)
+        self.calls.append(("upload_folder", {**kwargs, "copy": copy}))
+        return f"https://huggingface.co/{kwargs['repo_id']}/commit/{len(self.calls)}"
+
+    @classmethod
+    def uploaded(cls, repo_id: str):
+        """The copy of the one folder uploaded to ``repo_id`` (fails when there is not exactly one)."""
+        copies = [kwargs["copy"] for name, kwargs in cls.calls if name == "upload_folder" and kwargs["repo_id"] == repo_id]
+        assert len(copies) == 1, f"{len(copies)} uploads to {repo_id}: {cls.calls}"
+        return copies[0]
+
+
+@pytest.fixture
+def hub_stand_in(monkeypatch, tmp_path):
+    """``huggingface_hub.HfApi`` replaced by :class:`StandInHfApi`; returns the class (its ``calls``)."""
+    import huggingface_hub
+
+    stand_in = type("RecordingHfApi", (StandInHfApi,), {"calls": [], "uploads_dir": tmp_path / "hub_uploads"})
+    monkeypatch.setattr(huggingface_hub, "HfApi", stand_in)
+    return stand_in
+
+
+def labelled_sentences(n: int, seed: int = 0) -> list[tuple[str, str, float]]:
+    """``n`` (sentence, class, score) rows from :data:`TINY_WORDS`: the class is ``animal`` when the
+    sentence names a cat or a dog (else ``place``), the score the share of such words (a float)."""
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        words = rng.sample(TINY_WORDS, 6)
+        animals = sum(word in ("cat", "dog") for word in words)
+        rows.append((" ".join(words) + ".", "animal" if animals else "place", round(animals / 6 + rng.random() / 10, 3)))
+    return rows
+
+
+def write_table(path, header: list[str], rows: list, delimiter: str = ",") -> str:
+    """A CSV (or, with ``delimiter="\\t"``, TSV) file with a header line; returns its path."""
+    import csv
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, delimiter=delimiter)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return str(path)
+
+
+def load_script(name: str):
+    """The repository's script ``<name>.py`` as a module (registered in ``sys.modules``: dataclasses
+    and HfArgumentParser resolve the annotations through it)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / f"{name}.py"
+    loaded = sys.modules.get(name)
+    if loaded is not None and getattr(loaded, "__file__", None) == str(path):
+        return loaded  # one module per script, whichever test file loaded it first
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from electra_hf.metrics import GLUE_METRIC
+
 REPO = Path(__file__).resolve().parents[1]
 GLUE_DIR = Path(os.environ.get("ELECTRA_HF_GLUE_DIR", REPO.parent / "shared" / "data" / "glue"))
 pytestmark = pytest.mark.skipif(not (GLUE_DIR / "SST-2" / "train.tsv").is_file(), reason=f"GLUE files not at {GLUE_DIR}")
@@ -135,6 +137,18 @@ def test_bad_inputs(tiny, tmp_path):
         train_glue.main(["--model_name_or_path", str(tiny), "--task_name", "rte", *common, "--max_seq_length", "512"])
     with pytest.raises(ValueError, match="--head"):
         train_glue.main(["--model_name_or_path", str(tiny), "--task_name", "rte", "--head", "pooler", *common])
+
+
+def test_push_to_hub_one_repository_per_task(tiny, tmp_path, hub_stand_in):
+    results = train_glue.main(_common(tiny, tmp_path, "--task_name", "rte,wnli", "--max_train_steps", "1",
+                                      "--max_train_samples", "16", "--max_eval_samples", "8", "--push_to_hub",
+                                      "--hub_model_id", "me/tiny-glue"))
+    for task, repo in (("RTE", "me/tiny-glue-rte"), ("WNLI", "me/tiny-glue-wnli")):
+        assert results["tasks"][task]["hub"]["repo_id"] == repo
+        card = (hub_stand_in.uploaded(repo) / "README.md").read_text()
+        assert f"**GLUE {task}**" in card and f"the GLUE TSV files under {GLUE_DIR}" in card
+        assert f"| {task} | dev/accuracy |" in card
+    assert results["tasks"]["RTE"]["metric_modules"] == [{"module": GLUE_METRIC, "config_name": "rte"}]
 
 
 def test_resolve_discriminator_path_passes_hub_ids_through():

@@ -217,6 +217,20 @@ def test_official_defaults_and_bad_inputs(tiny, tmp_path):
         train_squad.main(_common(tiny, tmp_path, "--train_file", str(SQUAD_DEV), "--validation_file", str(missing)))
 
 
+def test_push_to_hub_sends_the_best_seed_without_its_answers(tiny, tmp_path, hub_stand_in):
+    results = train_squad.main(_common(
+        tiny, tmp_path / "run", "--train_file", str(SQUAD_DEV), "--split_by_article", "40", "--max_train_samples",
+        "32", "--max_eval_samples", "16", "--max_train_steps", "1", "--push_to_hub", "--hub_model_id", "me/tiny-squad"))
+    pushed = hub_stand_in.uploaded("me/tiny-squad")
+    files = {path.name for path in pushed.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "README.md", "results.json"} <= files
+    assert not files & {"predictions.json", "run_result.json"}
+    card = (pushed / "README.md").read_text()
+    assert "pipeline_tag: question-answering" in card and "SQuAD v1.1" in card and "dev/exact_match" in card
+    assert results["hub"]["selected_by"] == "dev/f1"
+    assert results["metric_modules"][0]["config_name"] == "v1"
+
+
 def test_hub_dataset_path(tiny, tmp_path, monkeypatch):
     """--dataset_name squad (the Hub is unreachable here: load_dataset is faked with local questions
     in the Hub's squad layout)."""

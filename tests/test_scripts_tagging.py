@@ -176,6 +176,22 @@ def test_explicit_files_from_yaml_and_malformed_file(tiny, tmp_path):
                                    str(CONLL2003 / "eng.testa"), "--max_train_steps", "1"))
 
 
+def test_push_to_hub_sends_the_best_seed_without_the_run_records(tiny, tmp_path, hub_stand_in):
+    results = train_tagging.main(_common(
+        tiny, tmp_path / "run", "--task", "conll2003", "--data_dir", str(CONLL2003), "--max_train_samples", "32",
+        "--max_eval_samples", "16", "--max_predict_samples", "8", "--max_train_steps", "1", "--do_predict",
+        "--push_to_hub", "--hub_model_id", "me/tiny-ner"))
+    pushed = hub_stand_in.uploaded("me/tiny-ner")
+    files = {path.name for path in pushed.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "README.md", "results.json", "results.md"} <= files
+    assert not files & {"test_predictions.txt", "run_result.json"}
+    card = (pushed / "README.md").read_text()
+    assert "pipeline_tag: token-classification" in card and "AutoModelForTokenClassification" in card
+    assert "trust_remote_code" not in card and "| conll2003 | dev/f1 |" in card
+    assert results["hub"] == {"repo_id": "me/tiny-ner", "seed": 42, "selected_by": "dev/f1", "seed_folders": []}
+    assert results["metric_modules"][0]["config_name"] == "entities"
+
+
 def test_bad_arguments(tiny, tmp_path):
     with pytest.raises(ValueError, match="Unknown tagging task 'conll2002'"):
         train_tagging.main(_common(tiny, tmp_path, "--task", "conll2002", "--data_dir", str(DATA)))

@@ -17,8 +17,9 @@ a UTF-8 BOM in MRPC, no trailing newline, STS-B with 10 columns, string labels i
 They are read like the official loaders: tab-separated, quoting disabled (MNLI/QQP contain
 unbalanced quote characters).
 
-Metrics are computed locally (scikit-learn / scipy): ``evaluate``'s GLUE metric is a Hub
-script and cannot be fetched offline.
+Metrics are computed locally (scikit-learn / scipy, :mod:`.glue_metrics`) and reach the scripts
+through the package's own ``evaluate`` module (``electra_hf/metrics/glue``), which loads offline;
+``evaluate``'s GLUE metric is a Hub script.
 """
 
 from __future__ import annotations
@@ -34,7 +35,17 @@ from typing import Any
 
 import numpy as np
 
-from .glue_metrics import METRIC_FUNCTIONS, accuracy, f1_binary, matthews_correlation, pearson, spearman  # noqa: F401
+from .glue_metrics import (  # noqa: F401
+    METRIC_FUNCTIONS,
+    accuracy,
+    class_ids_or_scores,
+    f1_binary,
+    matthews_correlation,
+    pearson,
+    score_predictions,
+    spearman,
+)
+from .labels import SentenceTaskLabels
 
 __all__ = [
     "TsvLayout",
@@ -88,7 +99,7 @@ class TsvLayout:
 
 
 @dataclass(frozen=True)
-class GlueTask:
+class GlueTask(SentenceTaskLabels):
     """Everything that differs between GLUE tasks.
 
     Attributes:
@@ -128,14 +139,6 @@ class GlueTask:
     predicted_by: str | None = None
 
     @property
-    def is_regression(self) -> bool:
-        return self.label_list is None
-
-    @property
-    def num_labels(self) -> int:
-        return 1 if self.label_list is None else len(self.label_list)
-
-    @property
     def is_pair(self) -> bool:
         return len(self.hub_text_columns) == 2
 
@@ -156,13 +159,14 @@ class GlueTask:
     def hub_split(self, split: str) -> str:
         return dict(self.hub_splits)[split]
 
-    def metric_key(self, split: str, metric: str) -> str:
-        """Key of a metric in result dicts: ``"<split>/<metric>"`` (e.g. ``"dev_matched/accuracy"``)."""
-        return f"{split}/{metric}"
-
     @property
     def average_key(self) -> str | None:
         return None if self.average_metric is None else self.metric_key(*self.average_metric)
+
+    @property
+    def metric_config(self) -> str:
+        """The configuration of the `evaluate` module electra_hf/metrics/glue that scores this task."""
+        return self.hub_config
 
 
 _BINARY = ("0", "1")
@@ -486,14 +490,7 @@ def predictions_to_label_ids(task: str | GlueTask, predictions) -> np.ndarray:
     """Model outputs → class ids (argmax over logits (N, C), or ids (N,) as given) for
     classification; → float scores (N,) for regression (an (N, 1) array is squeezed)."""
     task = get_glue_task(task)
-    predictions = np.asarray(predictions)
-    if task.is_regression:
-        return predictions.reshape(predictions.shape[0], -1)[:, 0].astype(np.float64)
-    if predictions.ndim == 2:
-        return predictions.argmax(axis=-1)
-    if predictions.ndim == 1:
-        return predictions.astype(np.int64)
-    raise ValueError(f"{task.name}: predictions must be logits (N, C) or class ids (N,), got shape {predictions.shape}")
+    return class_ids_or_scores(predictions, task.is_regression, task.name)
 
 
 def compute_glue_metrics(task: str | GlueTask, predictions, references) -> dict[str, float]:
@@ -501,15 +498,7 @@ def compute_glue_metrics(task: str | GlueTask, predictions, references) -> dict[
     or regression scores (N,)/(N, 1)) against ``references`` (N,). Regression scores and
     references must be on the same scale (correlations do not care which)."""
     task = get_glue_task(task)
-    preds = predictions_to_label_ids(task, predictions)
-    refs = np.asarray(references)
-    if refs.shape[0] != preds.shape[0]:
-        raise ValueError(f"{task.name}: {preds.shape[0]} predictions but {refs.shape[0]} references")
-    if not task.is_regression:
-        refs = refs.astype(np.int64)
-        if (refs < 0).any():
-            raise ValueError(f"{task.name}: references contain -1 (unlabeled test split?)")
-    return {name: METRIC_FUNCTIONS[name](preds, refs) for name in task.metrics}
+    return score_predictions(task.metrics, task.is_regression, predictions, references, task.name)
 
 
 def glue_average(results: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:
