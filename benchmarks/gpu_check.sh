@@ -56,7 +56,9 @@ bench() {  # bench NAME ARGS...: one bench_pretrain_step run, full report in rep
     local name=$1
     shift
     local size=(--presets small --precisions bf16 --rounds 3)
-    if [ "$REHEARSE" = 1 ]; then size=(--presets tiny --precisions fp32 --rounds 1 --steps 2 --warmup 1 --batch_size 8); fi
+    if [ "$REHEARSE" = 1 ]; then
+        size=(--presets tiny --precisions fp32 --rounds 1 --steps 2 --warmup 1 --batch_size 16 --seq_len 64 --vocab_size 2000)
+    fi
     run "$name" python3 -m benchmarks.bench_pretrain_step "${size[@]}" "$@" --out_dir "$RESULTS/reports" \
         --records_dir "$RESULTS" --name "$name"
 }

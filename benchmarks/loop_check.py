@@ -38,6 +38,10 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     train_check = json.loads(Path(args.train_check).read_text())
     record = next(r for r in json.loads(Path(args.bench).read_text()) if r["variant"] == args.variant)
+    shape = {key: train_check[key] for key in ("preset", "precision", "batch_size", "seq_len")}
+    if shape != {key: record[key] for key in shape}:
+        raise ValueError(f"the train check ran {shape}, the benchmark {({key: record[key] for key in shape})}: "
+                         "compare the same model, precision and batch")
     loop = loop_steps_per_second(train_check)
     bare = 1.0 / record["step_s"]
     result = {"device": record["device"], "preset": record["preset"], "precision": record["precision"],

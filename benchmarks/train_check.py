@@ -50,11 +50,20 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def run_shape(args) -> dict:
+    """The model and batch of both runs: ELECTRA-Small at the paper's batch, or tiny on a CPU."""
+    if args.rehearse:
+        return {"preset": "tiny", "vocab_size": 2000, "seq_len": 64, "batch_size": 16, "precision": "fp32"}
+    return {"preset": "small", "vocab_size": 30522, "seq_len": 128, "batch_size": 128, "precision": "bf16"}
+
+
 def run_arguments(args, output_dir: Path, cache_dir: Path) -> list[str]:
-    size = (["--preset", "tiny", "--vocab_size", "2000", "--max_seq_length", "64", "--per_device_train_batch_size", "16"]
-            if args.rehearse else
-            ["--preset", "small", "--vocab_size", "30522", "--max_seq_length", "128", "--per_device_train_batch_size", "128",
-             "--mixed_precision", "bf16", "--dataloader_num_workers", "4"])
+    shape = run_shape(args)
+    size = ["--preset", shape["preset"], "--vocab_size", str(shape["vocab_size"]), "--max_seq_length",
+            str(shape["seq_len"]), "--per_device_train_batch_size", str(shape["batch_size"]),
+            "--mixed_precision", "bf16" if shape["precision"] == "bf16" else "no"]
+    if not args.rehearse:
+        size += ["--dataloader_num_workers", "4"]
     return [*size, "--train_files", args.train_file, "--blanks_separate_docs", "false", "--seed", "0",
             "--max_train_steps", str(args.steps), "--num_warmup_steps", str(max(1, args.steps // 10)),
             "--learning_rate", "1e-3" if args.rehearse else "5e-4", "--logging_steps", str(args.logging_steps),
@@ -147,7 +156,7 @@ def main(argv=None) -> dict:
     gradients = gradient_check(args)
     passed = comparison["agree"] and all(comparison["falls"].values()) and gradients["passed"]
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
-    report = {"device": device, "steps": args.steps, "passed": passed, "date": time.strftime("%Y-%m-%d"),
+    report = {"device": device, "steps": args.steps, "passed": passed, "date": time.strftime("%Y-%m-%d"), **run_shape(args),
               "tolerance": {"relative": args.tolerance, "absolute_floor": 0.01, "min_drop": args.min_drop},
               "losses_agree": comparison["agree"], "losses_fall": comparison["falls"], "gradients": gradients,
               "windows": comparison["windows"],
