@@ -1,0 +1,443 @@
+#!/usr/bin/env python
+"""ELECTRA-Small against BERT-Small at equal, counted pre-training FLOPs, on one GPU.
+
+Both objectives train the paper's Small encoder (hidden 256, 12 layers; ELECTRA's generator a
+quarter of its width) with one tokenizer, the same data (Gutenberg shards 00-04; shard 05 held
+out), batch (128 × 128), learning rate (5e-4) and schedule (warm-up, then linear decay to zero at
+the run's end). ELECTRA trains --electra_steps steps; the masked LM (BERT-Small) trains the steps
+whose FLOPs, counted by `electra_hf.flops`, equal ELECTRA's. Each discriminator (the masked LM's
+encoder) is then fine-tuned on CoLA, SST-2, MRPC, STS-B and RTE with train_glue.py's official
+recipe, one process per task and seed, the processes side by side on the GPU; the report takes the
+median over seeds.
+
+    python -m experiments.gpu_rtd_vs_mlm payload                 # here: what the GPU machine needs
+    python -m experiments.gpu_rtd_vs_mlm prepare pretrain export --objectives electra --out_dir $OUT
+    python -m experiments.gpu_rtd_vs_mlm finetune --objectives electra --out_dir $OUT
+    python -m experiments.gpu_rtd_vs_mlm collect --from_dir FOLDER   # here: what a device call brought back
+    python -m experiments.gpu_rtd_vs_mlm report
+    python -m experiments.gpu_rtd_vs_mlm payload all --tiny --payload_dir /tmp/p --work_dir /tmp/w --results_dir /tmp/r
+
+(from the repository root). Stages run in the order below, whatever order they are named in. A
+finished stage is skipped; an interrupted pre-training resumes from its latest checkpoint; an
+interrupted fine-tuning keeps its finished (task, seed) runs.
+
+  payload   corpus shards, GLUE train/dev files, a WordPiece tokenizer trained once on the training
+            shards (every run uses this one: training one is not reproducible) and the wheels the
+            GPU image lacks, into --payload_dir (git-ignored; the device call carries it)
+  prepare   the pre-training examples from the payload's corpus, on all the machine's cores
+  pretrain  per objective: train_pretrain.py, then the representation spread and, for ELECTRA, the
+            replacement probe of experiments.rtd_vs_mlm
+  export    per objective: the pre-trained networks as bf16 safetensors in shards of at most
+            --max_shard_size
+  finetune  per objective: train_glue.py, one process per (task, seed), --finetune_processes at once
+  collect   what a device call brought back (records, export shards) into --work_dir
+  report    JSON, Markdown table and plot under --results_dir, for the objectives that have results
+
+`all` is prepare, pretrain, export, finetune and report. With --out_dir (a device call's $OUT) each
+command leaves <objective>_records.tar.gz there, and the export stage its shards and
+<objective>_export_meta.tar.gz; --deadline_minutes stops a command in time to leave them.
+Flags for train_pretrain.py (the official masking rule, another generator size, ...) go in
+--pretrain_args="...", flags for train_glue.py in --finetune_args="..."; the runs record them.
+docs/experiments.md holds the plan for an H200: time per command, device calls, payload.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+OBJECTIVES = ("electra", "mlm")
+STAGES = ("payload", "prepare", "pretrain", "export", "finetune", "collect", "report")
+ALL_STAGES = ("prepare", "pretrain", "export", "finetune", "report")
+# --tiny: the whole command on a CPU in minutes, every file written as on the GPU.
+TINY_SETTINGS = {
+    "preset": "tiny", "vocab_size": 2000, "batch_size": 8, "electra_steps": 40, "evaluations": 4,
+    "train_shards": "00,01", "corpus_lines": 3000, "mixed_precision": "no", "dataloader_num_workers": 0,
+    "preprocessing_num_workers": 2, "wheels": "false", "finetune_processes": 2, "max_shard_size": "400KB",
+    "finetune_args": "--model_size small --max_train_samples 64 --max_eval_samples 64 --num_train_epochs 1",
+}
+
+logger = logging.getLogger("gpu_rtd_vs_mlm")
+
+
+class DeadlineReached(BaseException):
+    """--deadline_minutes passed (a BaseException, so that no `except Exception` in a loop keeps going)."""
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m experiments.gpu_rtd_vs_mlm", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("stages", nargs="+", choices=[*STAGES, "all"], help="What to do (see above).")
+    parser.add_argument("--objectives", default=",".join(OBJECTIVES), help="Comma-separated: electra, mlm.")
+    parser.add_argument("--tiny", action="store_true", help="A CPU rehearsal of minutes: "
+                        + ", ".join(f"{key} {value}" for key, value in TINY_SETTINGS.items()) + " (flags given win).")
+    parser.add_argument("--payload_dir", default=str(REPO / ".gpu_payload_rtd"),
+                        help="What travels to the GPU machine; its data/ is what every stage reads.")
+    parser.add_argument("--source_dir", default=str(REPO.parent / "shared" / "data"),
+                        help="payload: where the corpus (corpus/gutenberg) and GLUE (glue/) are copied from.")
+    parser.add_argument("--corpus_lines", type=int, default=None, help="payload: only the first N lines of each shard.")
+    parser.add_argument("--tokenizer_from", default=None,
+                        help="payload: copy this tokenizer folder (e.g. an earlier run's export) instead of training one.")
+    parser.add_argument("--wheels", default="true", choices=["true", "false"],
+                        help="payload: download the wheels the GPU image lacks (datasets, dill, multiprocess, evaluate).")
+    parser.add_argument("--work_dir", default=str(REPO / "experiments" / "runs" / "gpu_rtd_vs_mlm"),
+                        help="Runs, checkpoints, caches and collected exports (git-ignored).")
+    parser.add_argument("--results_dir", default=str(REPO / "experiments" / "results"), help="report: where files go.")
+    parser.add_argument("--out_dir", default=None, help="A device call's $OUT: records, export shards.")
+    parser.add_argument("--from_dir", default=None, help="collect: the folder of files a device call brought back.")
+    parser.add_argument("--deadline_minutes", type=float, default=None,
+                        help="Stop after this long (the command's records still go to --out_dir); rerun to continue.")
+    add_pretraining_options(parser)
+    add_finetuning_options(parser)
+    args = parser.parse_args(argv)
+    if args.tiny:
+        given = {arg.split("=")[0].lstrip("-") for arg in (argv if argv is not None else sys.argv[1:]) if arg.startswith("--")}
+        for name, value in TINY_SETTINGS.items():
+            if name not in given:
+                setattr(args, name, value)
+    args.shared_dir = str(Path(args.payload_dir) / "data")  # rtd_vs_mlm's helpers read the corpus from here
+    args.objective_list = [name.strip() for name in args.objectives.split(",") if name.strip()]
+    unknown = sorted(set(args.objective_list) - set(OBJECTIVES))
+    if unknown or not args.objective_list:
+        parser.error(f"--objectives {args.objectives!r}: choose from {', '.join(OBJECTIVES)}")
+    named = set(args.stages) | (set(ALL_STAGES) if "all" in args.stages else set())
+    args.stage_list = [stage for stage in STAGES if stage in named]
+    if "collect" in args.stage_list and not args.from_dir:
+        parser.error("collect needs --from_dir")
+    return args
+
+
+def add_pretraining_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("pre-training (both objectives)")
+    group.add_argument("--preset", default="small", help="The encoder (the masked LM is the discriminator's size).")
+    group.add_argument("--vocab_size", type=int, default=30522, help="payload: the tokenizer's vocabulary.")
+    group.add_argument("--max_seq_length", type=int, default=128)
+    group.add_argument("--batch_size", type=int, default=128)
+    group.add_argument("--learning_rate", type=float, default=5e-4)
+    group.add_argument("--warmup_fraction", type=float, default=0.05,
+                       help="Warm-up as a share of the run, which then decays linearly to zero (ELECTRA's schedule). "
+                            "The paper warms up over 1%% of 1M steps (10k); 5%% of a 20k-step run is 1k steps.")
+    group.add_argument("--adam_bias_correction", default="true", choices=["true", "false"],
+                       help="Adam with bias correction: the official optimizer has none, which a warm-up of 10k steps "
+                            "makes harmless; over a short warm-up the first updates are a few times the learning rate "
+                            "(experiments/results/rtd_vs_mlm_10min_collapsed.md).")
+    group.add_argument("--mlm_mask_token_prob", type=float, default=0.8, help="BERT-Small: 80/10/10.")
+    group.add_argument("--mlm_random_token_prob", type=float, default=0.1)
+    group.add_argument("--train_shards", default="00,01,02,03,04")
+    group.add_argument("--eval_shard", default="05")
+    group.add_argument("--electra_steps", type=int, default=19_000,
+                       help="ELECTRA's optimizer steps: 19k × 128 × 128 = 311 M token positions, about 302 M tokens at "
+                            "the packing's 97%% fill. The masked LM gets the steps of equal counted FLOPs.")
+    group.add_argument("--evaluations", type=int, default=16, help="Held-out evaluations over each run.")
+    group.add_argument("--mixed_precision", default="bf16", help="no | bf16 | fp16.")
+    group.add_argument("--dataloader_num_workers", type=int, default=4, help="Masking runs in these processes.")
+    group.add_argument("--preprocessing_num_workers", type=int, default=os.cpu_count() or 1)
+    group.add_argument("--pretrain_args", default="", help="More train_pretrain.py flags, for both objectives.")
+    group.add_argument("--max_shard_size", default="15MB", help="export: the largest safetensors shard.")
+
+
+def add_finetuning_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("fine-tuning")
+    group.add_argument("--tasks", default="cola,sst2,mrpc,stsb,rte")
+    group.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    group.add_argument("--finetune_processes", type=int, default=15, help="train_glue.py processes at once.")
+    group.add_argument("--finetune_weights", default="pretrain", choices=["pretrain", "export_bf16"],
+                       help="pretrain: the run's fp32 export; export_bf16: the bf16 export (carried back to a later "
+                            "machine when the fine-tuning did not finish where the pre-training ran).")
+    group.add_argument("--finetune_args", default="", help="More train_glue.py flags.")
+
+
+# --------------------------------------------------------------------------------------------
+# Pre-training
+# --------------------------------------------------------------------------------------------
+def run_dir(args, objective: str) -> Path:
+    return Path(args.work_dir) / objective
+
+
+def pretraining_argv(args, objective: str, output_dir: Path, max_steps: int) -> list[str]:
+    """train_pretrain.py's arguments: the CPU experiment's, with the payload's tokenizer, this
+    machine's workers, the precision and --pretrain_args."""
+    from experiments.rtd_vs_mlm import pretrain_argv
+
+    extra = ["--tokenizer_name_or_path", str(Path(args.payload_dir) / "tokenizer"),
+             "--mixed_precision", args.mixed_precision, *shlex.split(args.pretrain_args)]
+    return pretrain_argv(args, objective, output_dir, max_steps, extra, loader_workers=args.dataloader_num_workers,
+                         preprocessing_workers=args.preprocessing_num_workers, evaluations=args.evaluations)
+
+
+def planned_steps(args) -> dict[str, dict]:
+    """{objective: {"steps", "flops_per_step"}}: ELECTRA's --electra_steps, and the masked LM's
+    steps of equal counted FLOPs (both models built from the configs their runs use)."""
+    import train_pretrain
+    from electra_hf.flops import pretraining_flops_per_step
+    from transformers import AutoTokenizer
+
+    vocab_size = len(AutoTokenizer.from_pretrained(str(Path(args.payload_dir) / "tokenizer")))
+    flops = {}
+    for objective in OBJECTIVES:
+        model_args, data_args, _ = train_pretrain.parse_args(pretraining_argv(args, objective, Path("unused"), 1))
+        config = train_pretrain.build_config(model_args, data_args, vocab_size)
+        flops[objective] = pretraining_flops_per_step(config, args.batch_size, args.max_seq_length)
+    mlm_steps = round(args.electra_steps * flops["electra"] / flops["mlm"])
+    return {"electra": {"steps": args.electra_steps, "flops_per_step": flops["electra"]},
+            "mlm": {"steps": mlm_steps, "flops_per_step": flops["mlm"]}}
+
+
+def prepare(args) -> None:
+    """The examples of both objectives (one data set: the masking happens in the loader), cached
+    where train_pretrain.py finds them."""
+    from experiments.gpu_rtd_vs_mlm_payload import verify_payload
+
+    import train_pretrain
+    from electra_hf import data as electra_data
+
+    record = Path(args.work_dir) / "prepare.json"
+    if record.is_file():
+        logger.info("prepare: done before (%s)", record)
+        return
+    verify_payload(Path(args.payload_dir))
+    started = time.perf_counter()
+    _, data_args, _ = train_pretrain.parse_args(pretraining_argv(args, "electra", Path(args.work_dir) / "unused", 1))
+    tokenizer, examples = electra_data.prepare_pretraining_data(data_args)
+    summary = {split: electra_data.describe_examples(dataset, args.max_seq_length) for split, dataset in examples.items()}
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps({"seconds": round(time.perf_counter() - started, 1), "workers":
+                                  args.preprocessing_num_workers, "examples": summary}, indent=2))
+    logger.info("prepare: %s in %.0f s", summary, time.perf_counter() - started)
+
+
+def pretrain(args, objective: str) -> None:
+    """train_pretrain.py for the planned steps (resumed from the latest checkpoint if there is one),
+    then the run's record: steps, counted FLOPs, tokens, machine, collapse check, probe."""
+    import train_pretrain
+
+    run, out = run_dir(args, objective), run_dir(args, objective) / "pretrain"
+    if (run / "run.json").is_file():
+        logger.info("pretrain %s: done before (%s)", objective, run / "run.json")
+        return
+    plan = planned_steps(args)[objective]
+    if not (out / "results.json").is_file():
+        argv = pretraining_argv(args, objective, out, plan["steps"])
+        if (out / "checkpoints").is_dir():
+            argv += ["--resume_from_checkpoint", "latest"]
+        with attempt(run, "pretrain"):
+            train_pretrain.main(argv)
+    write_run_record(args, objective, plan)
+
+
+def write_run_record(args, objective: str, plan: dict) -> None:
+    """run.json: what the report needs from a finished pre-training."""
+    from experiments.rtd_vs_mlm import SPREAD_TEXTS, replacement_probe, representation_spread
+
+    from electra_hf.checkpoints import list_checkpoints
+    from electra_hf.data.tokenizer import plain_backend, tokenizer_fingerprint
+    from transformers import AutoTokenizer
+
+    run, out = run_dir(args, objective), run_dir(args, objective) / "pretrain"
+    results = json.loads((out / "results.json").read_text())
+    run_config = json.loads((out / "run_config.json").read_text())
+    tokenizer = AutoTokenizer.from_pretrained(str(out / "tokenizer"))
+    steps = results["completed_steps"]
+    record = {
+        "objective": objective, "steps": steps, "flops_per_step": plan["flops_per_step"],
+        "flops": steps * plan["flops_per_step"], "tokens_seen": results["tokens_seen"],
+        "token_positions": steps * args.batch_size * args.max_seq_length, "final_eval": results["eval"],
+        "device": machine_description(), "finished": datetime.datetime.now().isoformat(timespec="seconds"),
+        "tokenizer_fingerprint": tokenizer_fingerprint(plain_backend(tokenizer)),
+        "pretrain_args": args.pretrain_args, "model_config": run_config["model_config"],
+        "step_compilation": {key: value for key, value in run_config["model_args"].items() if "compile" in key},
+        "mixed_precision": args.mixed_precision, "preset": args.preset, "batch_size": args.batch_size,
+        "max_seq_length": args.max_seq_length, "learning_rate": args.learning_rate,
+        "warmup_fraction": args.warmup_fraction, "adam_bias_correction": args.adam_bias_correction,
+        "representation_spread": representation_spread(out / "export", SPREAD_TEXTS),
+    }
+    if objective == "electra":
+        record["replacement_probe"] = replacement_probe(args, list_checkpoints(out / "checkpoints")[-1][1])
+    (run / "run.json").write_text(json.dumps(record, indent=2))
+    logger.info("pretrain %s: %d steps, %.3g FLOPs, %.1f M tokens; held out %s", objective, steps, record["flops"],
+                record["tokens_seen"] / 1e6, results["eval"])
+
+
+def machine_description() -> str:
+    import platform
+
+    import torch
+
+    cores = f"{os.cpu_count()} CPU cores"
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)}, {cores}, torch {torch.__version__}"
+    return f"CPU only ({platform.machine()}, {cores}), torch {torch.__version__}"
+
+
+class attempt:
+    """Appends one line per command to <run>/attempts.jsonl: the stage, its wall-clock, the command
+    line and whether it finished (the report sums the time of every attempt)."""
+
+    def __init__(self, run: Path, stage: str):
+        self.path, self.stage = run / "attempts.jsonl", stage
+
+    def __enter__(self):
+        self.started = time.perf_counter()
+        return self
+
+    def __exit__(self, kind, error, trace):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        line = {"stage": self.stage, "seconds": round(time.perf_counter() - self.started, 1), "finished": kind is None,
+                "ended": datetime.datetime.now().isoformat(timespec="seconds"), "device": machine_description(),
+                "command": " ".join(shlex.quote(part) for part in ["python -m experiments.gpu_rtd_vs_mlm", *sys.argv[1:]])}
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(line) + "\n")
+        return False
+
+
+# --------------------------------------------------------------------------------------------
+# Fine-tuning
+# --------------------------------------------------------------------------------------------
+def finetune_jobs(args, objective: str) -> list[tuple[str, int, Path]]:
+    """(task, seed, output folder) of every fine-tuning run still to do, the longest first (training
+    examples × epochs, swapped pairs counted), so that the long ones start while processes are free."""
+    from electra_hf.tasks.glue import resolve_task_names
+
+    glue_dir = Path(args.shared_dir) / "glue"
+
+    def cost(task) -> float:
+        train_file = glue_dir / dict(task.layouts)["train"].files[0]
+        rows = sum(1 for _ in train_file.open(encoding="utf-8"))
+        return rows * task.num_train_epochs * (2 if task.train_on_swapped_pairs else 1)
+
+    tasks = sorted(resolve_task_names(args.tasks), key=cost, reverse=True)
+    root = run_dir(args, objective) / "finetune"
+    jobs = [(task.name, seed, root / f"{task.hub_config}_seed{seed}") for task in tasks for seed in args.seeds]
+    return [job for job in jobs if not (job[2] / "results.json").is_file()]
+
+
+def finetune(args, objective: str) -> None:
+    """Every (task, seed) as its own train_glue.py process, --finetune_processes at a time, then
+    glue.json: the per-seed scores, their medians and the GLUE average."""
+    run = run_dir(args, objective)
+    weights = run / ("pretrain/export" if args.finetune_weights == "pretrain" else "export_bf16")
+    if not weights.is_dir():
+        raise FileNotFoundError(f"finetune {objective}: {weights} does not exist (run the pretrain"
+                                + (" stage" if args.finetune_weights == "pretrain" else " and export stages") + " first)")
+    jobs = finetune_jobs(args, objective)
+    if jobs:
+        with attempt(run, "finetune"):
+            run_processes(args, [job_command(args, weights, *job) for job in jobs])
+    write_glue_record(args, objective)
+
+
+def job_command(args, weights: Path, task: str, seed: int, output_dir: Path) -> tuple[list[str], Path]:
+    argv = [sys.executable, str(REPO / "train_glue.py"), "--model_name_or_path", str(weights), "--task_name", task,
+            "--data_dir", str(Path(args.shared_dir) / "glue"), "--seeds", str(seed), "--output_dir", str(output_dir),
+            "--save_model", "false", "--disable_tqdm", "true", "--resume_from_checkpoint", "latest",
+            *shlex.split(args.finetune_args)]
+    return argv, output_dir / "train_glue.log"
+
+
+def run_processes(args, commands: list[tuple[list[str], Path]]) -> None:
+    """Run the commands, at most --finetune_processes at a time, each logging to its file; stop
+    them all at the deadline; raise if any failed (naming its log)."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // args.finetune_processes)),
+           "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    waiting, running, failed = list(commands), [], []
+    try:
+        while waiting or running:
+            while waiting and len(running) < args.finetune_processes:
+                argv, log = waiting.pop(0)
+                log.parent.mkdir(parents=True, exist_ok=True)
+                with log.open("w") as handle:
+                    running.append((subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO, env=env), log))
+                logger.info("started %s (log: %s)", log.parent.name, log)
+            time.sleep(1)
+            for process, log in [item for item in running if item[0].poll() is not None]:
+                running.remove((process, log))
+                if process.returncode:
+                    failed.append(f"{log} (exit status {process.returncode})")
+                logger.info("%s: exit status %d; %d running, %d waiting", log.parent.name, process.returncode,
+                            len(running), len(waiting))
+    finally:
+        for process, _ in running:
+            process.terminate()
+        for process, _ in running:
+            process.wait()
+    if failed:
+        raise RuntimeError("train_glue.py failed: " + "; ".join(failed))
+
+
+def write_glue_record(args, objective: str) -> None:
+    """glue.json from the (task, seed) runs' results.json: per task the median over seeds of every
+    metric, the per-seed scores and the weights fine-tuned; the GLUE average of the medians."""
+    from electra_hf.seeds import median_metrics
+    from electra_hf.tasks.glue import glue_average, resolve_task_names
+
+    root = run_dir(args, objective) / "finetune"
+    medians, per_seed, weights = {}, {}, {}
+    for task in resolve_task_names(args.tasks):
+        runs = [json.loads((root / f"{task.hub_config}_seed{seed}" / "results.json").read_text()) for seed in args.seeds]
+        metrics = [result["tasks"][task.name]["per_seed"][0] for result in runs]
+        medians[task.name] = median_metrics(metrics)
+        per_seed[task.hub_config] = [100 * m[task.average_key] for m in metrics]
+        weights[task.hub_config] = sorted({result["model_weights"] for result in runs})
+    average = glue_average(medians)
+    scores = {task.hub_config: average["per_task"][task.name] for task in resolve_task_names(args.tasks)}
+    record = {"glue": scores, "glue_average": average["average"], "per_seed": per_seed, "seeds": args.seeds,
+              "medians": medians, "model_weights": weights, "finetune_args": args.finetune_args}
+    (run_dir(args, objective) / "glue.json").write_text(json.dumps(record, indent=2))
+    logger.info("finetune %s: %s, average %.2f", objective, scores, average["average"])
+
+
+# --------------------------------------------------------------------------------------------
+def arm_deadline(minutes: float) -> None:
+    def stop(signum, frame):
+        raise DeadlineReached(f"--deadline_minutes {minutes} reached")
+
+    signal.signal(signal.SIGALRM, stop)
+    signal.alarm(max(1, int(minutes * 60)))
+
+
+def run_stage(args, stage: str) -> None:
+    from experiments import gpu_rtd_vs_mlm_payload as payload
+    from experiments.gpu_rtd_vs_mlm_report import report
+
+    per_objective = {"pretrain": pretrain, "export": payload.export, "finetune": finetune}
+    if stage in per_objective:
+        for objective in args.objective_list:
+            per_objective[stage](args, objective)
+    else:
+        {"payload": payload.build_payload, "prepare": prepare, "collect": payload.collect, "report": report}[stage](args)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.deadline_minutes:
+        arm_deadline(args.deadline_minutes)
+    status, stage = 0, None
+    try:
+        for stage in args.stage_list:
+            logger.info("== %s", stage)
+            run_stage(args, stage)
+    except DeadlineReached as stop:
+        logger.error("%s during %s: rerun the same command to continue", stop, stage)
+        status = 3
+    finally:
+        signal.alarm(0)
+        if args.out_dir:
+            from experiments.gpu_rtd_vs_mlm_payload import pack_records
+
+            pack_records(args)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
