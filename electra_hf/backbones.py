@@ -114,9 +114,15 @@ class Backbone:
 
     def build_discriminator(self, config) -> tuple[nn.Module, nn.Module | None]:
         """(the network, its RTD head or None when the network holds it)."""
+        network_class, kwargs = self.discriminator_class(config)
+        return network_class(config, **kwargs), self.build_rtd_head(config)
+
+    @staticmethod
+    def discriminator_class(config) -> tuple[type, dict]:
+        """The discriminator's class and its constructor (or `from_pretrained`) arguments."""
         encoder_class = MODEL_MAPPING[type(config)]
         no_pooler = {"add_pooling_layer": False} if "add_pooling_layer" in inspect.signature(encoder_class).parameters else {}
-        return encoder_class(config, **no_pooler), self.build_rtd_head(config)
+        return encoder_class, no_pooler
 
     def build_rtd_head(self, config) -> nn.Module:
         return ElectraStyleRTDHead(config.hidden_size)
@@ -237,8 +243,12 @@ class ElectraBackbone(Backbone):
     def build_generator(self, config) -> nn.Module:
         return ElectraForMaskedLM(config)
 
-    def build_discriminator(self, config) -> tuple[nn.Module, nn.Module | None]:
-        return ElectraForPreTraining(config), None
+    @staticmethod
+    def discriminator_class(config) -> tuple[type, dict]:
+        return ElectraForPreTraining, {}
+
+    def build_rtd_head(self, config) -> None:
+        return None
 
     def gdes_tied_tables(self, discriminator_tables: dict[str, str]) -> list[str]:
         # ELECTRA's GDES keeps its position and token-type tables and the LayerNorm shared, as in "all".
