@@ -97,6 +97,18 @@ class Backbone:
     def __init__(self, model_type: str):
         self.model_type = model_type
 
+    #: Config fields the config class derives from another one ({field: the field it follows}).
+    derived_fields: dict[str, str] = {}
+
+    @classmethod
+    def follow_changed_fields(cls, fields: dict, before) -> dict:
+        """`fields` (a config's, some changed from `before`) without the derived fields that still
+        hold what `before` derived, so that the config class derives them again from the new values."""
+        for name, follows in cls.derived_fields.items():
+            if fields.get(follows) != getattr(before, follows) and fields.get(name) == getattr(before, follows):
+                fields.pop(name)
+        return fields
+
     @classmethod
     def generator_fields(cls, fields: dict, discriminator_config) -> dict:
         """The config fields of a generator scaled from the discriminator (`fields`: already scaled):
@@ -276,6 +288,7 @@ class DebertaV2Backbone(Backbone):
     family = "deberta-v2"
     projects_embeddings = True
     rtd_head_prefix = "mask_predictions"
+    derived_fields = {"pooler_hidden_size": "hidden_size"}
 
     @classmethod
     def generator_fields(cls, fields: dict, discriminator_config) -> dict:

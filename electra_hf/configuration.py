@@ -144,7 +144,8 @@ def derive_generator_config(discriminator_config: PreTrainedConfig, size_ratio: 
         intermediate_size=max(1, int(round(discriminator_config.intermediate_size * size_ratio))),
         num_hidden_layers=depth,
     )
-    fields = backbone_class(discriminator_config.model_type).generator_fields(fields, discriminator_config)
+    family = backbone_class(discriminator_config.model_type)
+    fields = family.generator_fields(family.follow_changed_fields(fields, discriminator_config), discriminator_config)
     return type(discriminator_config)(**fields)
 
 
@@ -364,7 +365,8 @@ class ElectraPretrainingConfig(PreTrainedConfig):
         if self.max_predictions_per_seq == official_max_predictions(self.mask_prob, self.max_seq_length):
             top["max_predictions_per_seq"] = overrides.get("max_predictions_per_seq")
         generator = None if self.generator_is_derived() else copy.deepcopy(self.generator_config)
-        discriminator = type(self.discriminator_config)(**discriminator)
+        family = backbone_class(self.discriminator_config.model_type)
+        discriminator = type(self.discriminator_config)(**family.follow_changed_fields(discriminator, self.discriminator_config))
         return type(self)(discriminator_config=discriminator, generator_config=generator, **top)
 
     def generator_is_derived(self) -> bool:
