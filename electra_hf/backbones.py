@@ -94,11 +94,11 @@ class Backbone:
     MASKED_LM_HEADS = {"bert": ("cls",), "roberta": ("lm_head",), "xlm-roberta": ("lm_head",),
                        "camembert": ("lm_head",), "modernbert": ("head", "decoder")}
 
-    def __init__(self, model_type: str):
-        self.model_type = model_type
-
     #: Config fields the config class derives from another one ({field: the field it follows}).
     derived_fields: dict[str, str] = {}
+
+    def __init__(self, model_type: str):
+        self.model_type = model_type
 
     @classmethod
     def follow_changed_fields(cls, fields: dict, before) -> dict:
@@ -148,10 +148,8 @@ class Backbone:
     def embedding_parameters(self, network: nn.Module) -> dict[str, str]:
         """{name inside the embedding block: name inside `network`} of the tables (`nn.Embedding`) and
         norms directly in the block that holds the word table, the word table first."""
-        encoder = self.encoder(network)
-        names = {module: name for name, module in network.named_modules()}
-        word = encoder.get_input_embeddings()
-        block_name = names[word].rpartition(".")[0]
+        word = self.encoder(network).get_input_embeddings()
+        block_name = self.embedding_block_name(network)
         block = network.get_submodule(block_name)
         found = {}
         for child_name, child in sorted(block.named_children(), key=lambda item: item[1] is not word):
@@ -171,9 +169,13 @@ class Backbone:
                 return module
         raise ValueError(f"{type(network).__name__}: no list of {depth} transformer layers found")
 
-    def embedding_block(self, network: nn.Module) -> nn.Module:
+    def embedding_block_name(self, network: nn.Module) -> str:
+        """The name inside `network` of the module that holds the word table."""
         names = {module: name for name, module in network.named_modules()}
-        return network.get_submodule(names[self.encoder(network).get_input_embeddings()].rpartition(".")[0])
+        return names[self.encoder(network).get_input_embeddings()].rpartition(".")[0]
+
+    def embedding_block(self, network: nn.Module) -> nn.Module:
+        return network.get_submodule(self.embedding_block_name(network))
 
     # --- sharing ---------------------------------------------------------------------------
     def tied_parameters(self, generator: nn.Module, discriminator: nn.Module, mode: str) -> dict[str, str]:
@@ -193,6 +195,13 @@ class Backbone:
         missing = [name for name in wanted if name not in generator_tables]
         if missing:
             raise ValueError(f"embedding_sharing={mode!r}: the generator has no {missing} to share")
+        for name in wanted:
+            shapes = (generator.get_parameter(generator_tables[name]).shape,
+                      discriminator.get_parameter(discriminator_tables[name]).shape)
+            if shapes[0] != shapes[1]:
+                raise ValueError(f"embedding_sharing={mode!r} ties {name}, whose shapes differ between the generator "
+                                 f"and the discriminator ({tuple(shapes[0])} vs {tuple(shapes[1])}); share less "
+                                 "('word', 'gdes' or 'none') or give both networks its width")
         ties = {generator_tables[name]: discriminator_tables[name] for name in wanted}
         if mode in ("all", "word"):  # the generator's output layer is tied to its (now shared) word table
             generator_word = next(iter(generator_tables.values()))

@@ -136,6 +136,14 @@ def test_a_narrower_generator_is_refused_where_the_family_has_no_embedding_proje
                                  generator_size_ratio=0.5)
     narrow = ElectraPretrainingConfig.from_preset("deberta-v3-xsmall", vocab_size=100, generator_size_ratio=0.5)
     assert narrow.generator_config.legacy and narrow.generator_config.embedding_size == 384  # BERT's head layout
+    # DeBERTa's embedding LayerNorm works at the hidden width: a narrower generator shares the word table only
+    tiny = dict(vocab_size=100, hidden_size=32, num_attention_heads=2, intermediate_size=64, num_hidden_layers=2,
+                generator_size_ratio=0.5)
+    with pytest.raises(ValueError, match="ties LayerNorm.weight, whose shapes differ"):
+        ElectraForRTDPretraining(ElectraPretrainingConfig.from_preset("deberta-v3-xsmall", embedding_sharing="all", **tiny))
+    model = ElectraForRTDPretraining(ElectraPretrainingConfig.from_preset("deberta-v3-xsmall", embedding_sharing="word",
+                                                                         **tiny))
+    assert model.generator.cls.predictions.decoder.weight is model.discriminator.embeddings.word_embeddings.weight
 
 
 @pytest.mark.parametrize("family", ["deberta-v2", "modernbert"])
