@@ -136,6 +136,11 @@ class Backbone:
         no_pooler = {"add_pooling_layer": False} if "add_pooling_layer" in inspect.signature(encoder_class).parameters else {}
         return encoder_class, no_pooler
 
+    @staticmethod
+    def generator_load_kwargs(config) -> dict:
+        """`from_pretrained` arguments for a generator checkpoint of this family."""
+        return {}
+
     def build_rtd_head(self, config) -> nn.Module:
         return ElectraStyleRTDHead(config.hidden_size)
 
@@ -306,7 +311,28 @@ class DebertaV2Backbone(Backbone):
         # by the word table at the hidden width; a narrower generator needs BERT's layout (`cls`), which
         # projects to the embedding width first.
         fields["legacy"] = fields["hidden_size"] != embedding_width(discriminator_config)
+        fields["tie_word_embeddings"] = fields["legacy"]  # DeBERTa-v3's head has no output layer to tie
         return fields
+
+    def build_generator(self, config) -> nn.Module:
+        generator = super().build_generator(config)
+        if not config.legacy and generator.all_tied_weights_keys:
+            # transformers 5.17's DebertaV2ForMaskedLM(legacy=False) declares a tie of `lm_predictions.lm_head.weight`,
+            # which DeBERTa-v3's head never reads (it multiplies by the word table itself): tying hangs the word table
+            # on the head as a `weight` that from_pretrained cannot find again. Later releases declare no tie there
+            # (tests/test_upstream.py); the generator is made like theirs.
+            head = generator.lm_predictions.lm_head
+            if "weight" in dict(head.named_parameters(recurse=False)):
+                del head.weight
+            generator._tied_weights_keys = {}
+            generator.all_tied_weights_keys = {}
+            config.tie_word_embeddings = False  # and an export says so, for transformers 5.17 alone to load it
+        return generator
+
+    @staticmethod
+    def generator_load_kwargs(config) -> dict:
+        # See build_generator: without a tie to make, from_pretrained never looks for the missing parameter.
+        return {} if config.legacy else {"tie_word_embeddings": False}
 
     def build_rtd_head(self, config) -> nn.Module:
         if config.hidden_act != "gelu":

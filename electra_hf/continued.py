@@ -132,7 +132,8 @@ def load_initial_weights(model: ElectraForRTDPretraining, source: CheckpointSour
         generator, discriminator = generator_as_plain_model(saved), discriminator_as_plain_model(saved)
         head = {name.partition(".")[2]: tensor for name, tensor in rtd_head_state(saved).items()}
     else:
-        generator = type(model.generator).from_pretrained(source.generator)
+        generator_kwargs = model.backbone.generator_load_kwargs(model.config.generator_config)
+        generator = type(model.generator).from_pretrained(source.generator, **generator_kwargs)
         discriminator_class, kwargs = model.backbone.discriminator_class(model.config.discriminator_config)
         discriminator = discriminator_class.from_pretrained(source.discriminator, **kwargs)
         head = read_rtd_head(source.discriminator, model.backbone.rtd_head_prefix) if model.discriminator_head else {}

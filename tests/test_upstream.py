@@ -88,6 +88,24 @@ def test_masked_lm_heads_of_other_families():
         f"{VERSION}: BertModel(add_pooling_layer=...) is gone (RTD discriminators are built without a pooler)")
 
 
+def test_deberta_v3_generator_head_ties_nothing(tmp_path):
+    """DeBERTa-v3's masked-LM head multiplies by the word table itself. transformers 5.17 declares a tie of
+    `lm_predictions.lm_head.weight` anyway (and cannot reload such a model); electra_hf.backbones builds the
+    generator without it, as later releases do. A release that ties a real parameter there fails here."""
+    from electra_hf.backbones import DebertaV2Backbone
+
+    config = transformers.DebertaV2Config(vocab_size=32, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                          intermediate_size=32, legacy=False)
+    generator = DebertaV2Backbone("deberta-v2").build_generator(config)
+    assert generator.all_tied_weights_keys == {}, f"{VERSION}: DebertaV2ForMaskedLM(legacy=False) ties {generator.all_tied_weights_keys}"
+    head_parameters = {name for name, _ in generator.lm_predictions.lm_head.named_parameters()}
+    assert head_parameters == {"dense.weight", "dense.bias", "LayerNorm.weight", "LayerNorm.bias", "bias"}, (
+        f"{VERSION}: DeBERTa's lm_predictions head has parameters {sorted(head_parameters)}")
+    generator.save_pretrained(tmp_path)
+    reloaded = transformers.DebertaV2ForMaskedLM.from_pretrained(tmp_path, tie_word_embeddings=False)
+    torch.testing.assert_close(reloaded.lm_predictions.lm_head.bias, generator.lm_predictions.lm_head.bias)
+
+
 def test_tied_weights_keys_declared_per_instance_tie_and_survive_save_load(tmp_path):
     """electra_hf declares embedding sharing through `_tied_weights_keys` ({target: source}), the
     extension point transformers documents; `all_tied_weights_keys` lists the expanded ties."""
