@@ -21,6 +21,7 @@ torch and transformers.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 
@@ -35,6 +36,12 @@ logger = logging.getLogger(__name__)
 def gather_positions(hidden_states: torch.Tensor, positions: torch.LongTensor) -> torch.Tensor:
     """`(B, T, H)` × `(B, N)` → `(B, N, H)`."""
     return hidden_states.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden_states.shape[-1]))
+
+
+@functools.lru_cache(maxsize=None)
+def forward_takes(module_class: type, argument: str) -> bool:
+    """Whether `module_class.forward` has a parameter `argument` (asked on every step: cached)."""
+    return argument in inspect.signature(module_class.forward).parameters
 
 
 def embedding_width(config) -> int:
@@ -225,7 +232,7 @@ class Backbone:
         RoBERTa (1 entry), DeBERTa-v3 (0) or ModernBERT (no such input), which read both
         segments without segment ids, as they were pre-trained."""
         encoder = Backbone.encoder(network)
-        takes_segments = "token_type_ids" in inspect.signature(encoder.forward).parameters
+        takes_segments = forward_takes(type(encoder), "token_type_ids")
         if token_type_ids is None or not takes_segments or getattr(encoder.config, "type_vocab_size", 0) < 2:
             return {}
         return {"token_type_ids": token_type_ids}
