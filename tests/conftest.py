@@ -212,6 +212,7 @@ def load_script(name: str):
     spec.loader.exec_module(module)
     return module
 
+
 # --------------------------------------------------------------------------------------------
 # Tiny networks of other encoder families, and plain checkpoint pairs (continued pre-training)
 # --------------------------------------------------------------------------------------------
