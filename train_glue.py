@@ -185,7 +185,7 @@ def _build_model_init(task, model_args: ModelArguments, model_path: str, base_co
         overrides["classifier_dropout"] = model_args.classifier_dropout
     load_kwargs = model_load_kwargs(model_args)
 
-    if model_args.head == "official" and base_config.model_type == "electra":
+    if model_args.head == "official" and "electra" in base_config.model_type:  # ELECTRA and configs derived from it
         config = ElectraOfficialHeadConfig.from_electra_config(base_config, **overrides)
         model_class = ElectraOfficialHeadForSequenceClassification
     else:

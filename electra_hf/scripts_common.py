@@ -124,7 +124,8 @@ def load_discriminator_and_tokenizer(model_args: FinetuningModelArguments, max_s
     """Resolve the checkpoint, load its config and tokenizer, and check that they fit together.
 
     Returns ``(model_path, base_config, tokenizer)``. Raises ``ValueError`` for a model that is not
-    an encoder electra_hf pre-trains (a family with a masked-LM class), a tokenizer whose vocabulary does not match, a ``max_seq_length``
+    an ELECTRA discriminator (its own code or a fine-tuned one included) or an encoder of a family
+    with a masked-LM class, a tokenizer whose vocabulary does not match, a ``max_seq_length``
     beyond the position embeddings, or (with ``need_fast_tokenizer`` = the reason) a slow tokenizer.
     """
     from transformers import AutoConfig, AutoTokenizer
@@ -135,10 +136,11 @@ def load_discriminator_and_tokenizer(model_args: FinetuningModelArguments, max_s
     base_config = AutoConfig.from_pretrained(model_path, **remote)
     from .backbones import is_supported_encoder
 
-    if not is_supported_encoder(base_config):
+    electra_derived = hasattr(base_config, "embedding_size") and "electra" in base_config.model_type
+    if not (is_supported_encoder(base_config) or electra_derived):
         raise ValueError(f"--model_name_or_path {model_path}: model_type {base_config.model_type!r} is not an encoder "
-                         f"electra_hf fine-tunes (ELECTRA, DeBERTa-v2, BERT, RoBERTa, ModernBERT, ...: a family with "
-                         f"a masked-LM class)")
+                         f"electra_hf fine-tunes (an ELECTRA discriminator, or DeBERTa-v2, BERT, RoBERTa, ModernBERT, "
+                         f"...: a family with a masked-LM class)")
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_path, **remote)
     check_vocab(tokenizer, base_config, model_path, tokenizer_path, model_args.allow_vocab_size_mismatch)
     if need_fast_tokenizer and not getattr(tokenizer, "is_fast", False):
