@@ -58,7 +58,7 @@ def test_a_plain_pair_exports_at_step_0_exactly_the_weights_it_was_given(tiny_to
     exported = export_pretrained(model, tmp_path / "again", tiny_tokenizer)
     assert_same_weights(generator, exported["generator"])
     assert_same_weights(discriminator, exported["discriminator"])  # the RTD head too (other families)
-    for target, source_name in model._tied_weights_keys.items():
+    for target, source_name in model.all_tied_weights_keys.items():
         assert model.get_parameter(target) is model.get_parameter(source_name)
 
 

@@ -39,7 +39,7 @@ def pretrain_resume_and_check(corpus_path: Path, tmp_path: Path, model_flags) ->
         for key in ("train/loss", "train/generator_loss", "train/discriminator_loss"):
             assert again[step][key] == pytest.approx(expected[step][key], rel=1e-5, abs=1e-6), (step, key)
     model = ElectraForRTDPretraining.from_pretrained(full / "checkpoints" / "step_00000004")
-    for target, source in model._tied_weights_keys.items():
+    for target, source in model.all_tied_weights_keys.items():
         assert model.get_parameter(target) is model.get_parameter(source), target
     return full
 
