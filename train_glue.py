@@ -48,7 +48,7 @@ from electra_hf.scripts_common import (
     hub_upload,
     metrics_table,
     model_load_kwargs,
-    plain_electra_config,
+    plain_encoder_config,
     start_finetuning,
     summary_rows,
     write_results_and_end_training,
@@ -82,7 +82,8 @@ class ModelArguments(FinetuningModelArguments):
     head: str = field(
         default="official",
         metadata={"help": "official: dropout + one linear layer on [CLS] (the paper's head, electra_hf.heads); "
-                          "hf: transformers' ElectraForSequenceClassification (two-layer head)."})
+                          "hf: transformers' ElectraForSequenceClassification (two-layer head). Other encoder "
+                          "families (DeBERTa, BERT, ModernBERT, ...) use transformers' head of their family."})
 
     def __post_init__(self):
         if self.head not in HEADS:
@@ -169,7 +170,7 @@ def parse_args(argv: list[str] | None = None):
 def _build_model_init(task, model_args: ModelArguments, model_path: str, base_config):
     """A callable returning a fresh classifier (for a GLUE task or a ClassificationTask) on top of
     the pre-trained discriminator."""
-    from transformers import ElectraForSequenceClassification
+    from transformers import AutoModelForSequenceClassification
 
     from electra_hf.heads import ElectraOfficialHeadConfig, ElectraOfficialHeadForSequenceClassification
 
@@ -184,12 +185,15 @@ def _build_model_init(task, model_args: ModelArguments, model_path: str, base_co
         overrides["classifier_dropout"] = model_args.classifier_dropout
     load_kwargs = model_load_kwargs(model_args)
 
-    if model_args.head == "official":
+    if model_args.head == "official" and "electra" in base_config.model_type:  # ELECTRA and configs derived from it
         config = ElectraOfficialHeadConfig.from_electra_config(base_config, **overrides)
         model_class = ElectraOfficialHeadForSequenceClassification
     else:
-        config = plain_electra_config(base_config, **overrides)
-        model_class = ElectraForSequenceClassification
+        if model_args.head == "official":
+            logger.info("--head official is ELECTRA's head: a %s encoder gets its family's own head from "
+                        "AutoModelForSequenceClassification", base_config.model_type)
+        config = plain_encoder_config(base_config, **overrides)
+        model_class = AutoModelForSequenceClassification
 
     def model_init():
         return model_class.from_pretrained(model_path, config=config, **load_kwargs)

@@ -25,6 +25,7 @@ from electra_hf import arguments, pretraining
 from electra_hf import data as electra_data
 from electra_hf.arguments import PretrainingArguments, PretrainingModelArguments, field_names, given_flags
 from electra_hf.configuration import PRESETS, ElectraPretrainingConfig
+from electra_hf.continued import CheckpointSource
 from electra_hf.performance import configure_cpu_training
 from electra_hf.training import build_accelerator, is_cpu_launch, setup_logging
 
@@ -52,8 +53,17 @@ def apply_demo_defaults(model_args, data_args, train_args, argv: list[str]) -> b
 
 
 def build_config(model_args, data_args, vocab_size: int) -> ElectraPretrainingConfig:
-    """The preset or saved config, with every model flag the user set and the data's sequence length."""
+    """The preset or saved config, with every model flag the user set and the data's sequence length;
+    for a continued run, the checkpoints' config with the RTD flags."""
     overrides = {**model_args.config_overrides(), "max_seq_length": data_args.max_seq_length}
+    source = CheckpointSource.from_arguments(model_args)
+    if source is not None:
+        config = source.config(overrides)
+        if vocab_size > config.vocab_size:
+            raise ValueError(f"the tokenizer has {vocab_size} tokens but the checkpoints' word table "
+                             f"{config.vocab_size} rows ({source.tokenizer_path}); give the tokenizer they were trained "
+                             "with (--tokenizer_name_or_path)")
+        return config
     if not model_args.config_name_or_path:
         return ElectraPretrainingConfig.from_preset(model_args.preset, vocab_size=vocab_size, **overrides)
     source = model_args.config_name_or_path
@@ -69,10 +79,25 @@ def build_config(model_args, data_args, vocab_size: int) -> ElectraPretrainingCo
 
 
 def config_max_seq_length(model_args) -> int:
-    """The sequence length of the preset or saved config, for a run without --max_seq_length."""
+    """The sequence length of the preset, saved config or checkpoints, for a run without --max_seq_length."""
+    source = CheckpointSource.from_arguments(model_args)
+    if source is not None:
+        return source.config({}).max_seq_length
     if model_args.config_name_or_path:
         return ElectraPretrainingConfig.from_pretrained(model_args.config_name_or_path).max_seq_length
     return PRESETS[model_args.preset].get("max_seq_length", 128)
+
+
+def check_continued_run_flags(model_args, data_args, argv: list[str]) -> None:
+    """A continued run takes its sizes from the checkpoints and its tokenizer from the discriminator
+    (or the checkpoint) unless --tokenizer_name_or_path names another."""
+    source = CheckpointSource.from_arguments(model_args)
+    if source is None:
+        return
+    if "preset" in given_flags(argv):
+        raise ValueError("--preset describes a model to start from random weights; a continued run takes its networks "
+                         "from the checkpoints (set RTD fields with their own flags)")
+    data_args.tokenizer_name_or_path = data_args.tokenizer_name_or_path or source.tokenizer_path
 
 
 def parse_args(argv: list[str]) -> tuple:
@@ -96,6 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
         logger.warning("DEMO RUN: no data arguments were given, so this pre-trains a tiny ELECTRA on the Python "
                        "standard library's documentation (pydoc_data) for %d steps. Pass --train_files or "
                        "--dataset_name for a real run.", train_args.max_train_steps)
+    check_continued_run_flags(model_args, data_args, argv)
     resume_from = pretraining.resume_checkpoint(train_args, accelerator, train_args.overwrite_output_dir or is_demo)
     set_seed(train_args.seed)
     data_args.max_seq_length = data_args.max_seq_length or config_max_seq_length(model_args)

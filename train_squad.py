@@ -56,7 +56,7 @@ from electra_hf.scripts_common import (
     hub_upload,
     metrics_table,
     model_load_kwargs,
-    plain_electra_config,
+    plain_encoder_config,
     seed_summary,
     start_finetuning,
     summary_rows,
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     eval_ds = {"dev": eval_features.remove_columns(list(QA_NON_MODEL_COLUMNS))}
     suite = MetricSuite(SQUAD_METRIC, "v2" if data_args.version_2_with_negative else "v1", ft_args.metric_name or ())
     recorder = EvalRecorder(answer_scorer(eval_raw, eval_features, data_args, suite), list(eval_ds))
-    config = plain_electra_config(setup.base_config, num_labels=2)  # ElectraForQuestionAnswering: start and end logits
+    config = plain_encoder_config(setup.base_config, num_labels=2)  # ElectraForQuestionAnswering: start and end logits
     load_kwargs = model_load_kwargs(model_args)
 
     def model_init():

@@ -42,7 +42,7 @@ from electra_hf.scripts_common import (
     hub_upload,
     metrics_table,
     model_load_kwargs,
-    plain_electra_config,
+    plain_encoder_config,
     seed_summary,
     start_finetuning,
     summary_rows,
@@ -322,7 +322,7 @@ def token_classifier_init(setup, model_args, labels: list[str]):
     overrides: dict[str, Any] = dict(num_labels=len(labels), id2label=id2label, label2id=label2id)
     if model_args.classifier_dropout is not None:
         overrides["classifier_dropout"] = model_args.classifier_dropout
-    config = plain_electra_config(setup.base_config, **overrides)
+    config = plain_encoder_config(setup.base_config, **overrides)
     load_kwargs = model_load_kwargs(model_args)
     return lambda: AutoModelForTokenClassification.from_pretrained(setup.model_path, config=config, **load_kwargs)
 

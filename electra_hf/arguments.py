@@ -129,7 +129,9 @@ class PretrainingArguments(TrainingArguments):
     output_dir: str = field(default="runs/electra-pretrain", metadata={"help": "Where checkpoints, logs, the plot and exports go."})
     per_device_train_batch_size: int = field(default=128, metadata={"help": "Sequences per device per micro-batch (official Small: 128 in all)."})
     per_device_eval_batch_size: int = field(default=128, metadata={"help": "Sequences per device for evaluation."})
-    learning_rate: float | None = field(default=None, metadata={"help": "Peak LR (None by preset: 5e-4 Small, 2e-4 Base/Large)."})
+    learning_rate: float | None = field(default=None, metadata={
+        "help": "Peak LR (None by preset: 5e-4 Small, 2e-4 Base/Large, DeBERTa-v3 3e-4 XSmall and 1e-4 Small/Base; "
+                "a continued run: 5e-5)."})
     weight_decay: float = field(default=0.01, metadata={"help": "Decoupled weight decay (not on LayerNorm weights or biases)."})
     adam_bias_correction: bool = field(default=False, metadata={"help": "Adam bias correction (official ELECTRA: off)."})
     lr_scheduler_type: str = field(default="electra", metadata={"help": "'electra' (warm-up × linear decay, overlapping) or a transformers scheduler name."})
@@ -289,6 +291,20 @@ class _PretrainingModelBase:
     config_name_or_path: str | None = field(
         default=None, metadata={"help": "An ElectraPretrainingConfig (folder or config.json) instead of a preset; "
                                         "the flags below override its fields."})
+    model_name_or_path: str | None = field(default=None, metadata={
+        "help": "Continue pre-training from an electra_hf checkpoint (a train_pretrain.py checkpoint or a saved "
+                "ElectraForRTDPretraining) or an export folder (generator/ and discriminator/): its networks, weights "
+                "and tokenizer; the RTD flags below still apply. Fresh optimizer and schedule; --learning_rate "
+                "defaults to 5e-5 (electra_hf.continued.CONTINUED_LEARNING_RATE)."})
+    generator_name_or_path: str | None = field(default=None, metadata={
+        "help": "With --discriminator_name_or_path: continue from a pair of plain checkpoints of one family (e.g. "
+                "google/electra-small-generator); the config is read from both, the true generator ratios recorded."})
+    discriminator_name_or_path: str | None = field(default=None, metadata={
+        "help": "With --generator_name_or_path: the discriminator (e.g. google/electra-small-discriminator); the "
+                "tokenizer comes from it unless --tokenizer_name_or_path is given."})
+    shared_embeddings_from: str | None = field(default=None, metadata={
+        "help": "When the tables --embedding_sharing ties differ between the two checkpoints: 'generator' or "
+                "'discriminator', the network to take them from (None: such a pair is refused)."})
     attn_implementation: str | None = field(default=None, metadata={
         "help": "transformers' attention: 'sdpa', 'eager', or a registered name. None: 'electra_hf_cpu' on a CPU "
                 "(eager attention with cheaper dropout masks, electra_hf.performance) and 'sdpa' elsewhere."})
@@ -307,6 +323,12 @@ class _PretrainingModelBase:
             raise ValueError(f"--preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
         if self.torch_compile_mode and not self.torch_compile:
             raise ValueError("--torch_compile_mode needs --torch_compile")
+        if self.shared_embeddings_from not in (None, "generator", "discriminator"):
+            raise ValueError(f"--shared_embeddings_from must be 'generator' or 'discriminator', got "
+                             f"{self.shared_embeddings_from!r}")
+        if self.config_name_or_path and (self.model_name_or_path or self.generator_name_or_path):
+            raise ValueError("--config_name_or_path describes a model to start from random weights; a continued run "
+                             "takes its config from the checkpoints it starts from")
         if self.torch_compile_scope not in ("layers", "model"):
             raise ValueError(f"--torch_compile_scope must be 'layers' or 'model', got {self.torch_compile_scope!r}")
 

@@ -5,9 +5,12 @@ discriminator's and the generator's — plus the replaced-token-detection hyper-
 Every default is the official one (google-research/electra, ELECTRA-Small), see
 `../shared/electra-reference.md` in the development tree or the paper (Clark et al., 2020).
 
-The generator is derived from the discriminator by `generator_size_ratio` (hidden size, FFN
-size and attention heads scaled, same depth, same embedding size so that embeddings can be
-shared) unless `generator_config` is given explicitly.
+The two sub-configs are ordinary transformers configs of one encoder family: `ElectraConfig` by
+default, `DebertaV2Config` for the DeBERTa-v3 presets, or any family with a masked-LM class
+(`BertConfig`, `ModernBertConfig`, ...; see `backbones.py`). The generator is derived from the
+discriminator by `generator_size_ratio` (hidden size, FFN size and attention heads scaled, same
+embedding width so that embeddings can be shared) and `generator_depth_ratio` (layers) unless
+`generator_config` is given explicitly.
 """
 
 from __future__ import annotations
@@ -18,12 +21,14 @@ from typing import Any
 
 from transformers import AutoConfig, ElectraConfig, PreTrainedConfig
 
+from .backbones import backbone_class, embedding_width
+
 OBJECTIVES = ("electra", "mlm")
 EMBEDDING_SHARING_MODES = ("all", "word", "none", "gdes")
 SAMPLING_METHODS = ("categorical", "gumbel")
 # The pre-training fields of `ElectraPretrainingConfig` (besides the two networks' configs).
 PRETRAINING_FIELDS = (
-    "generator_size_ratio", "objective", "embedding_sharing", "mask_prob", "mask_token_prob", "random_token_prob",
+    "generator_size_ratio", "generator_depth_ratio", "objective", "embedding_sharing", "mask_prob", "mask_token_prob", "random_token_prob",
     "max_seq_length", "max_predictions_per_seq", "generator_loss_weight", "discriminator_loss_weight",
     "sampling_temperature", "sampling_method", "compute_metrics",
 )
@@ -38,6 +43,19 @@ DISCRIMINATOR_FIELDS = {
     "hidden_dropout_prob": "Dropout on hidden states (0.1).",
     "attention_probs_dropout_prob": "Dropout on attention probabilities (0.1).",
 }
+
+# DeBERTa-v3's network settings besides the sizes (microsoft/DeBERTa rtd_*.json; vocabulary 128100 there).
+_DEBERTA_V3_NETWORK = dict(
+    relative_attention=True, position_buckets=256, norm_rel_ebd="layer_norm", share_att_key=True,
+    pos_att_type=["p2c", "c2p"], layer_norm_eps=1e-7, max_relative_positions=-1, position_biased_input=False,
+    type_vocab_size=0, hidden_act="gelu", vocab_size=128100,
+)
+#: DeBERTa-v3's RTD recipe (microsoft/DeBERTa rtd.sh and rtd_task.py): also the RTD defaults of a
+#: DeBERTa-v2 pair given as checkpoints.
+DEBERTA_V3_RTD = dict(
+    generator_size_ratio=1.0, generator_depth_ratio=0.5, embedding_sharing="gdes", mask_token_prob=1.0,
+    discriminator_loss_weight=10.0, max_seq_length=512,
+)
 
 # The official sizes (paper Table 6 / official configure_pretraining.py) and small CPU presets.
 # Each entry: discriminator ElectraConfig fields, generator ratio, RTD fields.
@@ -79,6 +97,18 @@ PRESETS: dict[str, dict[str, Any]] = {
         mask_prob=0.25,
         max_seq_length=512,
     ),
+    # DeBERTa-v3 (He, Gao & Chen 2021; microsoft/DeBERTa experiments/language_model/rtd_*.json):
+    # relative attention, no absolute positions or segments, a generator as wide as the
+    # discriminator and half as deep, gradient-disentangled embedding sharing.
+    "deberta-v3-xsmall": dict(model_type="deberta-v2", discriminator=dict(
+        hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536, **_DEBERTA_V3_NETWORK),
+        **DEBERTA_V3_RTD),
+    "deberta-v3-small": dict(model_type="deberta-v2", discriminator=dict(
+        hidden_size=768, num_hidden_layers=6, num_attention_heads=12, intermediate_size=3072, **_DEBERTA_V3_NETWORK),
+        **DEBERTA_V3_RTD),
+    "deberta-v3-base": dict(model_type="deberta-v2", discriminator=dict(
+        hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072, **_DEBERTA_V3_NETWORK),
+        **DEBERTA_V3_RTD),
 }
 
 
@@ -87,58 +117,85 @@ def official_max_predictions(mask_prob: float, max_seq_length: int) -> int:
     return int((mask_prob + 0.005) * max_seq_length)
 
 
-def derive_generator_config(discriminator_config: ElectraConfig, size_ratio: float) -> ElectraConfig:
-    """Scale the discriminator's width by `size_ratio` as the official code does.
+def derive_generator_config(discriminator_config: PreTrainedConfig, size_ratio: float,
+                            depth_ratio: float = 1.0) -> PreTrainedConfig:
+    """Scale the discriminator by `size_ratio` (width) and `depth_ratio` (layers).
 
-    Hidden size, FFN size and attention heads are multiplied by the ratio (heads at least 1);
-    depth, embedding size, vocabulary and position table are kept, so the two networks can share
-    embeddings (the generator projects them to its own width with `embeddings_project`).
+    Hidden size, FFN size and attention heads are multiplied by `size_ratio` (heads at least 1), as
+    the official ELECTRA code does; the number of layers by `depth_ratio` (DeBERTa-v3: the same
+    width, half the depth). Vocabulary, position table and embedding width are kept, so the two
+    networks can share embeddings (a narrower ELECTRA or DeBERTa generator projects them to its
+    own width). The result is a config of the discriminator's class.
     """
-    if not 0 < size_ratio <= 1:
-        raise ValueError(f"generator_size_ratio must be in (0, 1], got {size_ratio}")
+    for name, ratio in (("generator_size_ratio", size_ratio), ("generator_depth_ratio", depth_ratio)):
+        if not 0 < ratio <= 1:
+            raise ValueError(f"{name} must be in (0, 1], got {ratio}")
     fields = _plain_fields(discriminator_config)
     hidden = max(1, int(round(discriminator_config.hidden_size * size_ratio)))
     heads = max(1, int(round(discriminator_config.num_attention_heads * size_ratio)))
     while hidden % heads:  # keep the head size an integer
         heads -= 1
+    depth = max(1, int(round(discriminator_config.num_hidden_layers * depth_ratio)))
+    if depth != discriminator_config.num_hidden_layers:
+        fields.pop("layer_types", None)  # per-layer lists (ModernBERT) are derived again for the new depth
     fields.update(
         hidden_size=hidden,
         num_attention_heads=heads,
         intermediate_size=max(1, int(round(discriminator_config.intermediate_size * size_ratio))),
+        num_hidden_layers=depth,
     )
-    return ElectraConfig(**fields)
+    family = backbone_class(discriminator_config.model_type)
+    fields = family.generator_fields(family.follow_changed_fields(fields, discriminator_config), discriminator_config)
+    return type(discriminator_config)(**fields)
+
+
+def network_config(fields: dict[str, Any] | PreTrainedConfig | None) -> PreTrainedConfig:
+    """A sub-config from its saved dict: the class its `model_type` names (ELECTRA without one)."""
+    if isinstance(fields, PreTrainedConfig):
+        return fields
+    fields = dict(fields or {})
+    return AutoConfig.for_model(fields.pop("model_type", ElectraConfig.model_type), **fields)
 
 
 class ElectraPretrainingConfig(PreTrainedConfig):
     r"""Configuration of [`ElectraForRTDPretraining`].
 
     Args:
-        discriminator_config (`ElectraConfig` or `dict`, *optional*):
-            The discriminator (the encoder kept after pre-training). Default: ELECTRA-Small.
-        generator_config (`ElectraConfig` or `dict`, *optional*):
-            The generator. Default: derived from the discriminator with `generator_size_ratio`.
+        discriminator_config (`PreTrainedConfig` or `dict`, *optional*):
+            The discriminator (the encoder kept after pre-training): an `ElectraConfig` (default:
+            ELECTRA-Small), a `DebertaV2Config` or the config of any family with a masked-LM class;
+            a dict is read by its `model_type`.
+        generator_config (`PreTrainedConfig` or `dict`, *optional*):
+            The generator, of the discriminator's family. Default: derived from the discriminator
+            with `generator_size_ratio` and `generator_depth_ratio`.
         generator_size_ratio (`float`, defaults to 0.25):
-            Generator width / discriminator width (official: 1/4 Small and Large, 1/3 Base).
+            Generator width / discriminator width (official: 1/4 Small and Large, 1/3 Base; DeBERTa-v3: 1).
+        generator_depth_ratio (`float`, defaults to 1.0):
+            Generator layers / discriminator layers (official ELECTRA: 1, the same depth; DeBERTa-v3: 1/2).
         objective (`str`, defaults to `"electra"`):
             `"electra"`: replaced token detection (generator MLM + discriminator BCE).
             `"mlm"`: a BERT-style masked LM of the discriminator's size on the same pipeline (the
             equal-compute baseline of the paper); only `generator_config`-free, discriminator-sized.
         embedding_sharing (`str`, defaults to `"all"`):
             What the two networks share. `"all"` (official): word, position and token-type
-            embeddings and the embedding LayerNorm. `"word"`: word embeddings only. `"none"`.
-            `"gdes"`: DeBERTa-v3 gradient-disentangled sharing: the discriminator reads
-            stop-grad(shared word embeddings) + its own zero-initialised delta, so only the
-            generator loss moves the shared table (position/type embeddings and LayerNorm are
-            shared as in `"all"`).
+            embeddings and the embedding LayerNorm (every table and norm of the embedding block).
+            `"word"`: word embeddings only. `"none"`. `"gdes"`: DeBERTa-v3 gradient-disentangled
+            sharing: the discriminator reads stop-grad(shared word embeddings) + its own
+            zero-initialised delta, so only the generator loss moves the shared table (ELECTRA
+            keeps position/type embeddings and LayerNorm shared as in `"all"`; other families share
+            only the word table, as DeBERTa-v3 does). The DeBERTa-v3 presets use `"gdes"`.
         mask_prob (`float`, defaults to 0.15): fraction of tokens selected for prediction (0.25 Large).
-        mask_token_prob (`float`, defaults to 0.85): of the selected, fraction replaced by [MASK].
+        mask_token_prob (`float`, defaults to 0.85): of the selected, fraction replaced by [MASK]
+            (DeBERTa-v3: 1.0).
         random_token_prob (`float`, defaults to 0.0): of the selected, fraction replaced by a
             random token (official ELECTRA: 0, BERT: 0.1). The rest keep the original token.
-        max_seq_length (`int`, defaults to 128): sequence length of the pre-training examples.
+        max_seq_length (`int`, defaults to 128): sequence length of the pre-training examples (Base,
+            Large and DeBERTa-v3: 512).
         max_predictions_per_seq (`int`, *optional*):
             N, the cap on selected positions per sequence. Default `int((mask_prob+0.005)*max_seq_length)`.
         generator_loss_weight (`float`, defaults to 1.0): weight of the generator's masked-LM loss.
-        discriminator_loss_weight (`float`, defaults to 50.0): weight of the discriminator's loss.
+        discriminator_loss_weight (`float`, defaults to 50.0): weight of the discriminator's loss
+            (DeBERTa-v3: 10, microsoft/DeBERTa's `--rtd_lambda`).
         sampling_temperature (`float`, defaults to 1.0): sampling temperature.
         sampling_method (`str`, defaults to `"categorical"`): how replacements are drawn from the
             generator's softmax. `"gumbel"`: the official Gumbel-max, `argmax(logits/T + g)` with one
@@ -156,9 +213,10 @@ class ElectraPretrainingConfig(PreTrainedConfig):
     sub_configs_defaults = {"discriminator_config": ElectraConfig, "generator_config": ElectraConfig}
     sub_configs = {"discriminator_config": ElectraConfig, "generator_config": ElectraConfig}
 
-    discriminator_config: dict | ElectraConfig | None = None
-    generator_config: dict | ElectraConfig | None = None
+    discriminator_config: dict | PreTrainedConfig | None = None
+    generator_config: dict | PreTrainedConfig | None = None
     generator_size_ratio: float = 0.25
+    generator_depth_ratio: float = 1.0
     objective: str = "electra"
     embedding_sharing: str = "all"
     mask_prob: float = 0.15
@@ -176,14 +234,14 @@ class ElectraPretrainingConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         derive_generator = self.generator_config is None
-        for key in ("discriminator_config", "generator_config"):  # a placeholder generator until derived
-            value = getattr(self, key)
-            if not isinstance(value, ElectraConfig):
-                setattr(self, key, ElectraConfig(**(value or {})))
+        self.discriminator_config = network_config(self.discriminator_config)
+        # a placeholder generator until derived
+        self.generator_config = network_config(self.generator_config or {"model_type": self.discriminator_config.model_type})
         super().__post_init__(**kwargs)
         self._validate_fields()
         if derive_generator:
-            self.generator_config = derive_generator_config(self.discriminator_config, self.generator_size_ratio)
+            self.generator_config = derive_generator_config(self.discriminator_config, self.generator_size_ratio,
+                                                            self.generator_depth_ratio)
         if self.max_predictions_per_seq is None:
             self.max_predictions_per_seq = official_max_predictions(self.mask_prob, self.max_seq_length)
         self._validate_networks()
@@ -218,8 +276,9 @@ class ElectraPretrainingConfig(PreTrainedConfig):
             raise ValueError(f"sampling_method must be one of {SAMPLING_METHODS}, got {self.sampling_method!r}")
         if self.sampling_temperature <= 0:
             raise ValueError(f"sampling_temperature must be > 0, got {self.sampling_temperature}")
-        if not 0 < self.generator_size_ratio <= 1:
-            raise ValueError(f"generator_size_ratio must be in (0, 1], got {self.generator_size_ratio}")
+        for name in ("generator_size_ratio", "generator_depth_ratio"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")
 
     def _validate_networks(self) -> None:
         disc, gen = self.discriminator_config, self.generator_config
@@ -233,13 +292,27 @@ class ElectraPretrainingConfig(PreTrainedConfig):
                 f"discriminator_config.hidden_size={disc.hidden_size} is not divisible by num_attention_heads="
                 f"{disc.num_attention_heads}"
             )
-        if self.objective == "electra" and self.embedding_sharing != "none":
-            for name in ("vocab_size", "embedding_size", "max_position_embeddings", "type_vocab_size"):
-                if getattr(gen, name) != getattr(disc, name):
-                    raise ValueError(
-                        f"embedding_sharing={self.embedding_sharing!r} needs generator_config.{name} == "
-                        f"discriminator_config.{name} ({getattr(gen, name)} != {getattr(disc, name)})"
-                    )
+        if self.objective != "electra":
+            return
+        if gen.model_type != disc.model_type:
+            raise ValueError(f"generator_config is a {gen.model_type!r} config but discriminator_config a "
+                             f"{disc.model_type!r} one: both networks must be of one family")
+        if self.embedding_sharing == "none":
+            return
+        width_name = "embedding_size" if backbone_class(disc.model_type).projects_embeddings else "hidden_size"
+        needed = {"vocab_size": (gen.vocab_size, disc.vocab_size),
+                  width_name: (embedding_width(gen), embedding_width(disc))}
+        for name in ("max_position_embeddings", "type_vocab_size"):
+            needed[name] = (getattr(gen, name, None), getattr(disc, name, None))
+        for name, (generator_value, discriminator_value) in needed.items():
+            if generator_value != discriminator_value:
+                hint = (f" ({disc.model_type} embeddings are as wide as hidden_size: keep generator_size_ratio 1 and make "
+                        "the generator smaller with generator_depth_ratio, or use embedding_sharing 'none')"
+                        if width_name == name == "hidden_size" else "")
+                raise ValueError(
+                    f"embedding_sharing={self.embedding_sharing!r} needs generator_config.{name} == "
+                    f"discriminator_config.{name} ({generator_value} != {discriminator_value}){hint}"
+                )
 
     @property
     def vocab_size(self) -> int:
@@ -247,7 +320,8 @@ class ElectraPretrainingConfig(PreTrainedConfig):
 
     @classmethod
     def from_preset(cls, name: str, vocab_size: int | None = None, **overrides: Any) -> "ElectraPretrainingConfig":
-        """Build a preset ("tiny", "mini", "small", "small++", "base", "large"), then `with_overrides`.
+        """Build a preset (ELECTRA: "tiny", "mini", "small", "small++", "base", "large"; DeBERTa-v3:
+        "deberta-v3-xsmall", "deberta-v3-small", "deberta-v3-base"), then `with_overrides`.
 
         `overrides` may hold top-level fields (`mask_prob=...`) and discriminator fields
         (`hidden_size=...`, `num_hidden_layers=...`); None values are ignored, unknown names raise
@@ -261,13 +335,14 @@ class ElectraPretrainingConfig(PreTrainedConfig):
             discriminator_fields["vocab_size"] = vocab_size
         length = overrides.get("max_seq_length") or preset.get("max_seq_length", 128)
         discriminator_fields["max_position_embeddings"] = max(512, length)
-        config = cls(discriminator_config=ElectraConfig(**discriminator_fields), **preset)
+        model_type = preset.pop("model_type", ElectraConfig.model_type)
+        config = cls(discriminator_config=network_config({"model_type": model_type, **discriminator_fields}), **preset)
         return config.with_overrides(**overrides)
 
     def with_overrides(self, **overrides: Any) -> "ElectraPretrainingConfig":
         """A new config with `overrides` applied (None values ignored); this one is unchanged.
 
-        Top-level names set pre-training fields, other `ElectraConfig` names set the discriminator.
+        Top-level names set pre-training fields, other names set fields of the discriminator's config.
         What was derived stays derived: a generator made from `generator_size_ratio` is made again
         from the new discriminator and ratio, and a `max_predictions_per_seq` given by the official
         formula is recomputed from the new `mask_prob` and `max_seq_length`.
@@ -283,20 +358,26 @@ class ElectraPretrainingConfig(PreTrainedConfig):
             elif hasattr(self.discriminator_config, key):
                 discriminator[key] = value
             else:
-                raise ValueError(f"unknown configuration field {key!r} (neither a pre-training nor an ElectraConfig field)")
+                raise ValueError(f"unknown configuration field {key!r} (neither a pre-training nor a "
+                                 f"{type(self.discriminator_config).__name__} field)")
+        if "num_hidden_layers" in overrides:
+            discriminator.pop("layer_types", None)  # per-layer lists (ModernBERT) are derived again for the new depth
         if self.max_predictions_per_seq == official_max_predictions(self.mask_prob, self.max_seq_length):
             top["max_predictions_per_seq"] = overrides.get("max_predictions_per_seq")
         generator = None if self.generator_is_derived() else copy.deepcopy(self.generator_config)
-        return type(self)(discriminator_config=ElectraConfig(**discriminator), generator_config=generator, **top)
+        family = backbone_class(self.discriminator_config.model_type)
+        discriminator = type(self.discriminator_config)(**family.follow_changed_fields(discriminator, self.discriminator_config))
+        return type(self)(discriminator_config=discriminator, generator_config=generator, **top)
 
     def generator_is_derived(self) -> bool:
-        """True when the generator is the discriminator scaled by `generator_size_ratio`."""
-        derived = derive_generator_config(self.discriminator_config, self.generator_size_ratio)
+        """True when the generator is the discriminator scaled by `generator_size_ratio` and `generator_depth_ratio`."""
+        derived = derive_generator_config(self.discriminator_config, self.generator_size_ratio,
+                                          self.generator_depth_ratio)
         return _plain_fields(derived) == _plain_fields(self.generator_config)
 
 
-def _plain_fields(config: ElectraConfig) -> dict[str, Any]:
-    """The fields of an `ElectraConfig`, without the bookkeeping `to_dict` adds."""
+def _plain_fields(config: PreTrainedConfig) -> dict[str, Any]:
+    """The fields of a network's config, without the bookkeeping `to_dict` adds."""
     fields = copy.deepcopy(config.to_dict())
     for key in ("model_type", "transformers_version", "architectures", "_name_or_path"):
         fields.pop(key, None)

@@ -1,10 +1,16 @@
-"""Plain-Transformers exports of a pre-trained ELECTRA.
+"""Plain-Transformers exports of a pre-trained ELECTRA (or an RTD model of another encoder family).
 
 After pre-training, users want ordinary checkpoints that load anywhere with only `transformers`
 installed: the discriminator as `ElectraForPreTraining` (the encoder people fine-tune) and the
 generator as `ElectraForMaskedLM` (usable with `pipeline("fill-mask")`). `export_pretrained`
 writes both (or, for the "mlm" objective, the masked LM alone), each with the tokenizer files and
 a model card that records the training configuration.
+
+Other families export their base model class (`DebertaV2Model`, `BertModel`, ...) as the
+discriminator, with the RTD head beside it in the same weights file under the family's prefix
+(`mask_predictions.*` for DeBERTa, as microsoft's releases hold it), so that a continued run
+finds it again; `AutoModelFor*` classes load the encoder and ignore the head. The generator is the
+family's masked-LM class.
 
 Layout written by `export_pretrained(model, out_dir, ...)`:
     out_dir/discriminator/   config.json, model.safetensors, tokenizer files, README.md
@@ -23,53 +29,78 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import ElectraConfig, ElectraForMaskedLM, ElectraForPreTraining, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .modeling import ElectraForRTDPretraining
 
 EXPORT_KINDS = ("discriminator", "generator", "mlm")
 
 
-def _plain_copy(source: torch.nn.Module, target_class, config: ElectraConfig, overrides: Mapping[str, torch.Tensor]):
-    """A fresh `target_class(config)` holding `source`'s weights (detached copies, CPU, fp32 kept)."""
-    config = ElectraConfig(**{k: v for k, v in config.to_dict().items() if k not in ("transformers_version",)})
-    config.architectures = [target_class.__name__]
+def _plain_copy(source: torch.nn.Module, build, config, overrides: Mapping[str, torch.Tensor]) -> PreTrainedModel:
+    """A fresh `build(config)` holding `source`'s weights (detached copies, CPU, fp32 kept)."""
+    config = type(config)(**{k: v for k, v in config.to_dict().items() if k not in ("transformers_version",)})
     state = {name: tensor.detach().clone().cpu() for name, tensor in source.state_dict().items()}
     state.update({name: tensor.detach().clone().cpu() for name, tensor in overrides.items()})
-    target = target_class(config)
+    target = build(config)
+    config.architectures = [type(target).__name__]
     missing, unexpected = target.load_state_dict(state, strict=False)
     # A tied output layer is absent from nothing here: source and target have the same structure.
     if missing or unexpected:
-        raise RuntimeError(f"export of {target_class.__name__} mismatched: missing {missing}, unexpected {unexpected}")
+        raise RuntimeError(f"export of {type(target).__name__} mismatched: missing {missing}, unexpected {unexpected}")
     target.tie_weights()
     return target.eval()
 
 
-def discriminator_as_plain_model(model: ElectraForRTDPretraining) -> ElectraForPreTraining:
-    """The discriminator as a standalone `ElectraForPreTraining` (GDES: shared table + delta folded in)."""
+def discriminator_as_plain_model(model: ElectraForRTDPretraining) -> PreTrainedModel:
+    """The discriminator as a standalone model of its family (`ElectraForPreTraining`, `DebertaV2Model`,
+    ...; GDES: shared table + delta folded in). The RTD head of a family whose class has none is
+    not in it: `rtd_head_state` gives it."""
     if model.discriminator is None:
         raise ValueError("this model was pre-trained with objective='mlm': it has no discriminator; export 'mlm' instead")
     overrides = {}
     if model.uses_gdes:
-        overrides["electra.embeddings.word_embeddings.weight"] = model.discriminator_word_embedding_matrix()
-    return _plain_copy(model.discriminator, ElectraForPreTraining, model.config.discriminator_config, overrides)
+        word = model.backbone.word_embedding_name(model.discriminator)
+        overrides[word] = model.discriminator_word_embedding_matrix()
+    return _plain_copy(model.discriminator, lambda config: model.backbone.build_discriminator(config)[0],
+                       model.config.discriminator_config, overrides)
 
 
-def generator_as_plain_model(model: ElectraForRTDPretraining) -> ElectraForMaskedLM:
-    """The generator (or the "mlm" objective's masked LM) as a standalone `ElectraForMaskedLM`."""
-    config = model.generator.config
-    return _plain_copy(model.generator, ElectraForMaskedLM, config, {})
+def generator_as_plain_model(model: ElectraForRTDPretraining) -> PreTrainedModel:
+    """The generator (or the "mlm" objective's masked LM) as a standalone masked LM of its family."""
+    return _plain_copy(model.generator, model.backbone.build_generator, model.generator.config, {})
+
+
+def rtd_head_state(model: ElectraForRTDPretraining) -> dict[str, torch.Tensor]:
+    """The RTD head's weights under the family's prefix (`mask_predictions.dense.weight`, ...);
+    empty where the discriminator's class holds its head (ELECTRA)."""
+    if model.discriminator_head is None:
+        return {}
+    prefix = model.backbone.rtd_head_prefix
+    return {f"{prefix}.{name}": tensor.detach().clone().cpu() for name, tensor in model.discriminator_head.state_dict().items()}
+
+
+def save_discriminator(plain: PreTrainedModel, head_state: Mapping[str, torch.Tensor], folder: Path) -> None:
+    """`save_pretrained`, with the RTD head beside the encoder (whose keys then carry the base model
+    prefix, `deberta.*`, as a checkpoint holding heads does)."""
+    if not head_state:
+        plain.save_pretrained(folder)
+        return
+    state = {f"{plain.base_model_prefix}.{name}": tensor for name, tensor in plain.state_dict().items()}
+    plain.save_pretrained(folder, state_dict={**state, **head_state})
 
 
 def model_card(kind: str, model: ElectraForRTDPretraining, training_info: Mapping[str, Any] | None) -> str:
     """A Hub model card (README.md) with YAML metadata and the full training configuration."""
     training_info = dict(training_info or {})
+    family = model.config.discriminator_config.model_type
+    name = "ELECTRA" if family == "electra" else f"{family} RTD"
     role = {
-        "discriminator": "the ELECTRA **discriminator** (replaced-token detector): the encoder to fine-tune",
-        "generator": "the ELECTRA **generator** (a small masked LM), usable with `pipeline(\"fill-mask\")`",
+        "discriminator": f"the {name} **discriminator** (replaced-token detector): the encoder to fine-tune",
+        "generator": f"the {name} **generator** (a small masked LM), usable with `pipeline(\"fill-mask\")`",
         "mlm": "a BERT-style **masked LM** trained on the same pipeline (the equal-compute baseline)",
     }[kind]
-    auto_class = "AutoModelForMaskedLM" if kind != "discriminator" else "AutoModelForPreTraining"
+    discriminator_class = "AutoModelForPreTraining" if family == "electra" else "AutoModel"
+    auto_class = "AutoModelForMaskedLM" if kind != "discriminator" else discriminator_class
     metrics = training_info.pop("final_metrics", None)
     lines = [
         "---",
@@ -77,11 +108,12 @@ def model_card(kind: str, model: ElectraForRTDPretraining, training_info: Mappin
         "tags:",
         "- electra",
         "- electra_hf",
+        *([] if family == "electra" else [f"- {family}"]),
         f"- {kind}",
         "pipeline_tag: " + ("fill-mask" if kind != "discriminator" else "feature-extraction"),
         "---",
         "",
-        f"# ELECTRA {kind}",
+        f"# {name} {kind}",
         "",
         f"This checkpoint is {role}, pre-trained with [electra_hf](https://github.com/) "
         "(replaced token detection, Clark et al., 2020). It is a plain `transformers` checkpoint:",
@@ -137,8 +169,9 @@ def export_pretrained(
 ) -> dict[str, Path]:
     """Write plain-transformers checkpoints of `model`; returns {kind: folder}.
 
-    Objective "electra": `discriminator/` (ElectraForPreTraining) and `generator/`
-    (ElectraForMaskedLM). Objective "mlm": `mlm/` (ElectraForMaskedLM).
+    Objective "electra": `discriminator/` (ElectraForPreTraining; other families: their base model
+    and the RTD head) and `generator/` (ElectraForMaskedLM; other families: their masked LM).
+    Objective "mlm": `mlm/` (ElectraForMaskedLM).
     """
     output_dir = Path(output_dir)
     if tokenizer is not None and len(tokenizer) > model.config.vocab_size:
@@ -153,7 +186,7 @@ def export_pretrained(
     written = {}
     for kind, plain in plain_models.items():
         def build(folder: Path, plain=plain, kind=kind) -> None:
-            plain.save_pretrained(folder)
+            save_discriminator(plain, rtd_head_state(model), folder) if kind == "discriminator" else plain.save_pretrained(folder)
             if tokenizer is not None:
                 tokenizer.save_pretrained(folder)
             (folder / "README.md").write_text(model_card(kind, model, training_info))

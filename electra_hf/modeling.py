@@ -1,9 +1,11 @@
 """The ELECTRA pre-training model: a generator and a discriminator with shared embeddings.
 
 `ElectraForRTDPretraining` holds a `transformers.ElectraForMaskedLM` (the generator) and a
-`transformers.ElectraForPreTraining` (the discriminator). Embedding sharing is declared through
-transformers' tied-weights mechanism (`_tied_weights_keys`), so `save_pretrained` /
-`from_pretrained` keep the tie and nothing is silently dropped from the checkpoint.
+`transformers.ElectraForPreTraining` (the discriminator), or the networks of another encoder
+family (DeBERTa-v2, BERT, RoBERTa, ModernBERT, ...: see `backbones.py`, which says what differs).
+Embedding sharing is declared through transformers' tied-weights mechanism (`_tied_weights_keys`),
+so `save_pretrained` / `from_pretrained` keep the tie and nothing is silently dropped from the
+checkpoint.
 
 One training step, as the official implementation does it (see `forward`):
 
@@ -20,26 +22,12 @@ from dataclasses import dataclass, fields
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModel, ElectraForMaskedLM, ElectraForPreTraining, PreTrainedModel
+from transformers import AutoModel, PreTrainedModel
 
+from .backbones import backbone_for, gather_positions
 from .configuration import ElectraPretrainingConfig
 
 IGNORE_INDEX = -100
-
-# Parameters of `ElectraEmbeddings` that each sharing mode ties (generator ← discriminator).
-_SHARED_EMBEDDING_PARAMETERS = {
-    "all": (
-        "word_embeddings.weight",
-        "position_embeddings.weight",
-        "token_type_embeddings.weight",
-        "LayerNorm.weight",
-        "LayerNorm.bias",
-    ),
-    "word": ("word_embeddings.weight",),
-    "none": (),
-    # GDES: the word table is the generator's; the discriminator adds its own delta (see forward).
-    "gdes": ("position_embeddings.weight", "token_type_embeddings.weight", "LayerNorm.weight", "LayerNorm.bias"),
-}
 
 
 @dataclass
@@ -110,11 +98,6 @@ def select_masked_positions(masked: torch.BoolTensor, num_predictions: int) -> t
     order_scores = masked.long() * length - torch.arange(length, device=masked.device)
     positions = order_scores.topk(num_predictions, dim=1, sorted=True).indices
     return positions, masked.gather(1, positions)
-
-
-def gather_positions(hidden_states: torch.Tensor, positions: torch.LongTensor) -> torch.Tensor:
-    """`(B, T, H)` × `(B, N)` → `(B, N, H)`."""
-    return hidden_states.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden_states.shape[-1]))
 
 
 def gumbel_sample(logits: torch.Tensor, temperature: float = 1.0) -> torch.LongTensor:
@@ -233,29 +216,26 @@ class ElectraForRTDPretraining(PreTrainedModel):
 
     def __init__(self, config: ElectraPretrainingConfig):
         super().__init__(config)
+        # What differs per encoder family (a plain object, not a module: it holds no weights).
+        self.backbone = backbone_for(config.discriminator_config)
+        self.discriminator_head = None  # the RTD head, where the family's discriminator class has none
         if config.objective == "mlm":
-            self.generator = ElectraForMaskedLM(config.discriminator_config)
+            self.generator = self.backbone.build_generator(config.discriminator_config)
             self.discriminator = None
-            sharing = ()
         else:
-            self.generator = ElectraForMaskedLM(config.generator_config)
-            self.discriminator = ElectraForPreTraining(config.discriminator_config)
-            sharing = _SHARED_EMBEDDING_PARAMETERS[config.embedding_sharing]
-        # Declared per instance because it depends on the sharing mode; {target: source}.
-        self._tied_weights_keys = {
-            f"generator.electra.embeddings.{name}": f"discriminator.electra.embeddings.{name}" for name in sharing
-        }
-        if config.objective == "electra" and config.embedding_sharing in ("all", "word"):
-            # The generator's output layer is tied to its word embeddings, which are the discriminator's.
-            self._tied_weights_keys["generator.generator_lm_head.weight"] = (
-                "discriminator.electra.embeddings.word_embeddings.weight"
-            )
+            self.generator = self.backbone.build_generator(config.generator_config)
+            self.discriminator, self.discriminator_head = self.backbone.build_discriminator(config.discriminator_config)
+        # Declared per instance because it depends on the family and the sharing mode; {target: source}.
+        self._tied_weights_keys = {}
+        if config.objective == "electra":
+            ties = self.backbone.tied_parameters(self.generator, self.discriminator, config.embedding_sharing)
+            self._tied_weights_keys = {f"generator.{target}": f"discriminator.{source}" for target, source in ties.items()}
         self.post_init()
         if self.uses_gdes:
             # The discriminator's own word table is the GDES delta: zero, so the discriminator starts
             # from the shared table (from_pretrained overwrites it with the saved delta afterwards).
             with torch.no_grad():
-                self.discriminator.electra.embeddings.word_embeddings.weight.zero_()
+                self.get_input_embeddings().weight.zero_()
 
     # --- transformers plumbing -------------------------------------------------------------
 
@@ -264,14 +244,15 @@ class ElectraForRTDPretraining(PreTrainedModel):
         return self.config.objective == "electra" and self.config.embedding_sharing == "gdes"
 
     def get_input_embeddings(self) -> nn.Module:
+        """The discriminator's word table (GDES: its delta), or the "mlm" objective's."""
         encoder = self.discriminator if self.discriminator is not None else self.generator
-        return encoder.electra.embeddings.word_embeddings
+        return self.backbone.encoder(encoder).get_input_embeddings()
 
     def discriminator_word_embedding_matrix(self) -> torch.Tensor:
         """The `(V, E)` word table the discriminator actually uses (GDES: sg(shared) + delta)."""
-        own = self.discriminator.electra.embeddings.word_embeddings.weight
+        own = self.get_input_embeddings().weight
         if self.uses_gdes:
-            return self.generator.electra.embeddings.word_embeddings.weight.detach() + own
+            return self.backbone.encoder(self.generator).get_input_embeddings().weight.detach() + own
         return own
 
     # --- the step ----------------------------------------------------------------------------
@@ -339,10 +320,7 @@ class ElectraForRTDPretraining(PreTrainedModel):
 
     def generator_logits(self, input_ids, positions, attention_mask=None, token_type_ids=None) -> torch.Tensor:
         """`(B, N, V)` vocabulary logits of the generator at `positions` `(B, N)` only."""
-        hidden = self.generator.electra(
-            input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-        ).last_hidden_state
-        return self.generator.generator_lm_head(self.generator.generator_predictions(gather_positions(hidden, positions)))
+        return self.backbone.generator_logits(self.generator, input_ids, positions, attention_mask, token_type_ids)
 
     def sample(self, generator_logits: torch.Tensor, probabilities: torch.Tensor) -> torch.LongTensor:
         """Replacement tokens drawn from the generator's softmax, without gradient. `probabilities`
@@ -356,11 +334,10 @@ class ElectraForRTDPretraining(PreTrainedModel):
 
     def discriminator_logits(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
         """`(B, T)` replaced-token logits (GDES: the word table is sg(shared) + the delta)."""
-        if self.uses_gdes:
-            embeddings = F.embedding(input_ids, self.discriminator_word_embedding_matrix())
-            return self.discriminator(inputs_embeds=embeddings, attention_mask=attention_mask,
-                                      token_type_ids=token_type_ids).logits
-        return self.discriminator(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
+        embeddings = F.embedding(input_ids, self.discriminator_word_embedding_matrix()) if self.uses_gdes else None
+        return self.backbone.discriminator_logits(self.discriminator, self.discriminator_head,
+                                                  None if self.uses_gdes else input_ids, embeddings,
+                                                  attention_mask, token_type_ids)
 
 
 def generator_correct(logits: torch.Tensor, targets: torch.LongTensor) -> torch.BoolTensor:

@@ -133,7 +133,7 @@ def compile_for_training(model: nn.Module, scope: str = "layers", **compile_kwar
     """`torch.compile` for pre-training; returns the model to call (like `torch.compile`).
 
     scope="layers" (default): compile every transformer layer and the embedding block of each
-    network in place. The layers of a network share one compiled graph (same code and shapes), so
+    network in place (found by `model.backbone`, whatever the encoder family). The layers of a network share one compiled graph (same code and shapes), so
     compiling takes about a minute on a small CPU instead of many, and the vocabulary head, the
     sampling and the losses stay in eager mode, where they are already efficient.
     scope="model": `torch.compile(model)` as a whole (a much longer compile; with
@@ -149,8 +149,8 @@ def compile_for_training(model: nn.Module, scope: str = "layers", **compile_kwar
     for network in (model.generator, model.discriminator):
         if network is None:
             continue
-        network.electra.embeddings.compile(**compile_kwargs)
-        for layer in network.electra.encoder.layer:
+        model.backbone.embedding_block(network).compile(**compile_kwargs)
+        for layer in model.backbone.transformer_layers(network):
             layer.compile(**compile_kwargs)
     return model
 

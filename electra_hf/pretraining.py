@@ -31,6 +31,7 @@ from transformers import AutoModel
 from .checkpoints import NonFiniteGuard, load_checkpoint, read_training_state, resolve_resume_path, save_checkpoint
 from .collator import DataCollatorForElectra
 from .configuration import ElectraPretrainingConfig
+from .continued import CONTINUED_LEARNING_RATE, CheckpointSource, load_initial_weights
 from .export import export_pretrained
 from .hub import push_exports_to_hub
 from .modeling import ElectraForRTDPretraining
@@ -42,8 +43,10 @@ from .training import enable_activation_checkpointing, flatten_for_trackers, log
 
 logger = logging.getLogger(__name__)
 
-#: Peak learning rate by preset when --learning_rate is not given (official: Small 5e-4, Base/Large 2e-4).
-DEFAULT_LEARNING_RATE = {"tiny": 1e-3, "mini": 1e-3, "small": 5e-4, "small++": 5e-4, "base": 2e-4, "large": 2e-4}
+#: Peak learning rate by preset when --learning_rate is not given (official: Small 5e-4, Base/Large 2e-4;
+#: microsoft/DeBERTa rtd.sh: XSmall 3e-4, Base 1e-4, and no from-scratch Small recipe: Base's, its width).
+DEFAULT_LEARNING_RATE = {"tiny": 1e-3, "mini": 1e-3, "small": 5e-4, "small++": 5e-4, "base": 2e-4, "large": 2e-4,
+                         "deberta-v3-xsmall": 3e-4, "deberta-v3-small": 1e-4, "deberta-v3-base": 1e-4}
 
 
 @dataclass
@@ -102,11 +105,17 @@ def build_run(config, tokenizer, train_dataset, eval_dataset, model_args, train_
     on_cpu = accelerator.device.type == "cpu"
     attn_implementation = training_attn_implementation(model_args.attn_implementation, on_cpu=on_cpu)
     model = AutoModel.from_config(config, attn_implementation=attn_implementation)
+    source = CheckpointSource.from_arguments(model_args)
+    if source is not None:  # continued pre-training: the checkpoints' weights (a resume then loads its own)
+        load_initial_weights(model, source, model_args.shared_embeddings_from)
     if model_args.gradient_checkpointing:
         enable_activation_checkpointing(model)
     train_loader, train_collator = _train_loader(train_dataset, tokenizer, config, train_args, accelerator)
     eval_loader, eval_collator = _eval_loader(eval_dataset, tokenizer, config, train_args, accelerator)
-    learning_rate = train_args.learning_rate or DEFAULT_LEARNING_RATE.get(model_args.preset, 5e-4)
+    learning_rate = train_args.learning_rate or (
+        CONTINUED_LEARNING_RATE if source is not None else DEFAULT_LEARNING_RATE.get(model_args.preset, 5e-4))
+    logger.info("peak learning rate %g%s", learning_rate, "" if train_args.learning_rate else
+                " (the default of a continued run)" if source is not None else f" (preset {model_args.preset}'s default)")
     optimizer = ElectraAdamW(parameter_groups(model, train_args.weight_decay), lr=learning_rate,
                              betas=(train_args.adam_beta1, train_args.adam_beta2), eps=train_args.adam_epsilon,
                              bias_correction=train_args.adam_bias_correction)

@@ -35,6 +35,7 @@ __all__ = [
     "check_vocab",
     "load_discriminator_and_tokenizer",
     "plain_electra_config",
+    "plain_encoder_config",
     "model_load_kwargs",
     "first_n",
     "json_safe",
@@ -123,7 +124,8 @@ def load_discriminator_and_tokenizer(model_args: FinetuningModelArguments, max_s
     """Resolve the checkpoint, load its config and tokenizer, and check that they fit together.
 
     Returns ``(model_path, base_config, tokenizer)``. Raises ``ValueError`` for a model that is not
-    an ELECTRA discriminator, a tokenizer whose vocabulary does not match, a ``max_seq_length``
+    an ELECTRA discriminator (its own code or a fine-tuned one included) or an encoder of a family
+    with a masked-LM class, a tokenizer whose vocabulary does not match, a ``max_seq_length``
     beyond the position embeddings, or (with ``need_fast_tokenizer`` = the reason) a slow tokenizer.
     """
     from transformers import AutoConfig, AutoTokenizer
@@ -132,9 +134,13 @@ def load_discriminator_and_tokenizer(model_args: FinetuningModelArguments, max_s
     tokenizer_path = model_args.tokenizer_name or model_path
     remote = dict(cache_dir=model_args.cache_dir, trust_remote_code=model_args.trust_remote_code)
     base_config = AutoConfig.from_pretrained(model_path, **remote)
-    if not hasattr(base_config, "embedding_size") or "electra" not in base_config.model_type:
-        raise ValueError(f"--model_name_or_path {model_path}: model_type {base_config.model_type!r} is not an "
-                         f"ELECTRA discriminator")
+    from .backbones import is_supported_encoder
+
+    electra_derived = hasattr(base_config, "embedding_size") and "electra" in base_config.model_type
+    if not (is_supported_encoder(base_config) or electra_derived):
+        raise ValueError(f"--model_name_or_path {model_path}: model_type {base_config.model_type!r} is not an encoder "
+                         f"electra_hf fine-tunes (an ELECTRA discriminator, or DeBERTa-v2, BERT, RoBERTa, ModernBERT, "
+                         f"...: a family with a masked-LM class)")
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_path, **remote)
     check_vocab(tokenizer, base_config, model_path, tokenizer_path, model_args.allow_vocab_size_mismatch)
     if need_fast_tokenizer and not getattr(tokenizer, "is_fast", False):
@@ -146,16 +152,20 @@ def load_discriminator_and_tokenizer(model_args: FinetuningModelArguments, max_s
     return model_path, base_config, tokenizer
 
 
-def plain_electra_config(base_config, **overrides):
-    """A plain ``ElectraConfig`` with every field of ``base_config`` and ``overrides`` (num_labels,
-    id2label, ...) on top. Architecture entries are dropped so the fine-tuned model's config names
-    only its own class (no ``auto_map``: it must load with transformers alone)."""
-    from transformers import ElectraConfig
-
+def plain_encoder_config(base_config, **overrides):
+    """A plain config of ``base_config``'s family (``ElectraConfig``, ``DebertaV2Config``, ...) with
+    every field of ``base_config`` and ``overrides`` (num_labels, id2label, ...) on top. Architecture
+    entries are dropped so the fine-tuned model's config names only its own class (no ``auto_map``:
+    it must load with transformers alone)."""
     values = base_config.to_dict()
     for key in ("model_type", "architectures", "auto_map", "transformers_version", "id2label", "label2id"):
         values.pop(key, None)
-    return ElectraConfig(**{**values, **overrides})
+    return type(base_config)(**{**values, **overrides})
+
+
+def plain_electra_config(base_config, **overrides):
+    """``plain_encoder_config`` of an ELECTRA discriminator (the name the benchmarks use)."""
+    return plain_encoder_config(base_config, **overrides)
 
 
 def model_load_kwargs(model_args: FinetuningModelArguments) -> dict[str, Any]:

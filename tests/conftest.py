@@ -211,3 +211,54 @@ def load_script(name: str):
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+# --------------------------------------------------------------------------------------------
+# Tiny networks of other encoder families, and plain checkpoint pairs (continued pre-training)
+# --------------------------------------------------------------------------------------------
+TINY_NETWORK = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+FAMILIES = ("electra", "deberta-v2", "bert", "modernbert")
+
+
+def tiny_family_config(family: str, vocab_size: int = 96, **overrides) -> ElectraPretrainingConfig:
+    """A tiny RTD config of an encoder family, dropout off. "electra": the `tiny` preset (generator
+    1/2 wide); "deberta-v2": the DeBERTa-v3 preset at hidden 32, 4 layers (generator 2, GDES);
+    "bert", "modernbert": hidden 32, 4 layers, generator as wide and half as deep. `overrides`:
+    top-level fields."""
+    if family == "electra":
+        return tiny_config(vocab_size, **overrides)
+    if family == "deberta-v2":
+        overrides.setdefault("max_seq_length", 128)
+        return ElectraPretrainingConfig.from_preset(
+            "deberta-v3-xsmall", vocab_size=vocab_size, **{**TINY_NETWORK, "num_hidden_layers": 4},
+            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **overrides)
+    from transformers import BertConfig, ModernBertConfig
+
+    network = dict(TINY_NETWORK, num_hidden_layers=4, vocab_size=vocab_size, max_position_embeddings=512)
+    if family == "bert":
+        discriminator = BertConfig(**network, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    else:
+        discriminator = ModernBertConfig(**network, pad_token_id=0, bos_token_id=2, eos_token_id=3, cls_token_id=2,
+                                         sep_token_id=3, local_attention=16)
+    overrides = {"generator_size_ratio": 1.0, "generator_depth_ratio": 0.5, **overrides}
+    return ElectraPretrainingConfig(discriminator_config=discriminator, **overrides)
+
+
+def save_plain_pair(config: ElectraPretrainingConfig, tokenizer, directory, train_steps: int = 2):
+    """A random RTD model of `config`, trained `train_steps` steps on the sample sentences (so GDES
+    deltas and RTD heads are not at their initial values), exported as plain checkpoints with the
+    tokenizer: returns (generator folder, discriminator folder)."""
+    from electra_hf.collator import DataCollatorForElectra
+    from electra_hf.export import export_pretrained
+    from electra_hf.modeling import ElectraForRTDPretraining
+
+    torch.manual_seed(0)
+    model = ElectraForRTDPretraining(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    batch = DataCollatorForElectra(tokenizer, seed=0)(tokenize_sentences(tokenizer))
+    for _ in range(train_steps):
+        model(**batch).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    exports = export_pretrained(model.eval(), directory, tokenizer)
+    return exports["generator"], exports["discriminator"]

@@ -20,9 +20,10 @@ VERSION = f"transformers {transformers.__version__}"
 # Top-level names the package, the scripts and the tests import from transformers.
 TRANSFORMERS_EXPORTS = (
     "AutoConfig", "AutoModel", "AutoModelForMaskedLM", "AutoModelForPreTraining", "AutoModelForQuestionAnswering",
-    "AutoModelForSequenceClassification", "AutoModelForTokenClassification", "AutoTokenizer", "ElectraConfig",
-    "ElectraForMaskedLM", "ElectraForPreTraining", "ElectraModel", "ElectraPreTrainedModel", "ElectraTokenizerFast",
-    "HfArgumentParser", "PreTrainedConfig", "PreTrainedModel", "PreTrainedTokenizerBase", "get_scheduler",
+    "AutoModelForSequenceClassification", "AutoModelForTokenClassification", "AutoTokenizer", "DebertaV2Tokenizer",
+    "ElectraConfig", "ElectraForMaskedLM", "ElectraForPreTraining", "ElectraModel", "ElectraPreTrainedModel",
+    "ElectraTokenizerFast", "HfArgumentParser", "MODEL_FOR_MASKED_LM_MAPPING", "MODEL_MAPPING", "PreTrainedConfig",
+    "PreTrainedModel", "PreTrainedTokenizerBase", "get_scheduler",
 )
 
 
@@ -61,6 +62,48 @@ def test_electra_module_tree():
     assert len(generator.electra.encoder.layer) == 2
     hidden = generator.electra(torch.zeros(1, 4, dtype=torch.long)).last_hidden_state
     assert hidden.shape == (1, 4, 16), f"{VERSION}: ElectraModel's output changed (last_hidden_state)"
+
+
+def test_masked_lm_heads_of_other_families():
+    """electra_hf.backbones computes generator logits at masked positions by calling each family's
+    masked-LM head by name on the gathered hidden states (MASKED_LM_HEADS, DeBERTa's lm_predictions),
+    and reads RTD hidden states from base models given inputs_embeds (GDES)."""
+    small = dict(vocab_size=32, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32)
+    heads = {
+        transformers.BertForMaskedLM(transformers.BertConfig(**small)): ("bert", "cls"),
+        transformers.RobertaForMaskedLM(transformers.RobertaConfig(**small)): ("roberta", "lm_head"),
+        transformers.ModernBertForMaskedLM(transformers.ModernBertConfig(**small, pad_token_id=0, bos_token_id=1,
+                                                                         eos_token_id=2, cls_token_id=1,
+                                                                         sep_token_id=2)): ("model", "head", "decoder"),
+        transformers.DebertaV2ForMaskedLM(transformers.DebertaV2Config(**small, legacy=False)): ("deberta", "lm_predictions"),
+        transformers.DebertaV2ForMaskedLM(transformers.DebertaV2Config(**small)): ("deberta", "cls"),
+    }
+    for model, (base, *head) in heads.items():
+        assert model.base_model_prefix == base, f"{VERSION}: {type(model).__name__}.base_model_prefix is not {base!r}"
+        for name in head:
+            assert hasattr(model, name), f"{VERSION}: {type(model).__name__}.{name} moved (electra_hf.backbones calls it)"
+    for cls in (transformers.DebertaV2Model, transformers.BertModel, transformers.ModernBertModel):
+        assert "inputs_embeds" in inspect.signature(cls.forward).parameters, f"{VERSION}: {cls.__name__}.forward"
+    assert "add_pooling_layer" in inspect.signature(transformers.BertModel).parameters, (
+        f"{VERSION}: BertModel(add_pooling_layer=...) is gone (RTD discriminators are built without a pooler)")
+
+
+def test_deberta_v3_generator_head_ties_nothing(tmp_path):
+    """DeBERTa-v3's masked-LM head multiplies by the word table itself. transformers 5.17 declares a tie of
+    `lm_predictions.lm_head.weight` anyway (and cannot reload such a model); electra_hf.backbones builds the
+    generator without it, as later releases do. A release that ties a real parameter there fails here."""
+    from electra_hf.backbones import DebertaV2Backbone
+
+    config = transformers.DebertaV2Config(vocab_size=32, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                          intermediate_size=32, legacy=False)
+    generator = DebertaV2Backbone("deberta-v2").build_generator(config)
+    assert generator.all_tied_weights_keys == {}, f"{VERSION}: DebertaV2ForMaskedLM(legacy=False) ties {generator.all_tied_weights_keys}"
+    head_parameters = {name for name, _ in generator.lm_predictions.lm_head.named_parameters()}
+    assert head_parameters == {"dense.weight", "dense.bias", "LayerNorm.weight", "LayerNorm.bias", "bias"}, (
+        f"{VERSION}: DeBERTa's lm_predictions head has parameters {sorted(head_parameters)}")
+    generator.save_pretrained(tmp_path)
+    reloaded = transformers.DebertaV2ForMaskedLM.from_pretrained(tmp_path, tie_word_embeddings=False)
+    torch.testing.assert_close(reloaded.lm_predictions.lm_head.bias, generator.lm_predictions.lm_head.bias)
 
 
 def test_tied_weights_keys_declared_per_instance_tie_and_survive_save_load(tmp_path):

@@ -8,6 +8,7 @@ from typing import Optional
 #: The special tokens ELECTRA needs, in the order a trained vocabulary gives them ids 0-4.
 #: [PAD] comes first so that its id is 0 (the collator and the embeddings' padding_idx rely on it).
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+TOKENIZER_TYPES = ("wordpiece", "unigram")
 
 
 @dataclass
@@ -59,6 +60,11 @@ class PretrainingDataArguments:
         default=None,
         metadata={"help": "Tokenizer to load with AutoTokenizer (local dir or Hub id). None: train a WordPiece "
         "tokenizer on the training split (cached in --cache_dir)."},
+    )
+    tokenizer_type: str = field(
+        default="wordpiece",
+        metadata={"help": "Trained tokenizer: 'wordpiece' (BERT's, official ELECTRA) or 'unigram' (a SentencePiece-style "
+        "Unigram vocabulary in DeBERTa-v3's tokenizer class, DebertaV2Tokenizer; DeBERTa-v3: 128000 pieces, cased)."},
     )
     vocab_size: int = field(
         default=30522, metadata={"help": "Vocabulary size of a trained tokenizer (BERT/ELECTRA: 30522)."}
@@ -127,6 +133,8 @@ class PretrainingDataArguments:
         # the official short-target draw is randint(5, max_seq_length)
         if self.max_seq_length is not None and self.max_seq_length < 5:
             raise ValueError(f"--max_seq_length must be at least 5, got {self.max_seq_length}.")
+        if self.tokenizer_type not in TOKENIZER_TYPES:
+            raise ValueError(f"--tokenizer_type must be one of {TOKENIZER_TYPES}, got {self.tokenizer_type!r}.")
         if self.vocab_size <= len(SPECIAL_TOKENS):
             raise ValueError(f"--vocab_size must exceed {len(SPECIAL_TOKENS)}, got {self.vocab_size}.")
         if self.preprocessing_num_workers is not None and self.preprocessing_num_workers < 1:

@@ -1,10 +1,11 @@
 """Tokenizers for ELECTRA: load a given one, or train one on the training split and cache it.
 
 ``load_or_train_tokenizer`` loads ``--tokenizer_name_or_path`` with ``AutoTokenizer``, or trains
-the vocabulary that ``tokenizer_training(args)`` describes: today a BERT-style WordPiece
-vocabulary (``WordPieceTraining``). Another algorithm (e.g. a SentencePiece/Unigram vocabulary)
-is another such description with a ``train`` method and fields that key the cache, chosen in
-``tokenizer_training``; the caching, the reading of the training lines and the checks are shared.
+the vocabulary that ``tokenizer_training(args)`` describes (``--tokenizer_type``): a BERT-style
+WordPiece vocabulary (``WordPieceTraining``, official ELECTRA) or a SentencePiece-style Unigram
+vocabulary in DeBERTa-v3's tokenizer class (``UnigramTraining``). Each is a description with a
+``train`` method and fields that key the cache; the caching, the reading of the training lines and
+the checks are shared.
 """
 
 from __future__ import annotations
@@ -21,7 +22,13 @@ import datasets
 from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict
 from datasets.fingerprint import Hasher
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-from transformers import AutoTokenizer, ElectraTokenizerFast, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+from transformers import (
+    AutoTokenizer,
+    DebertaV2Tokenizer,
+    ElectraTokenizerFast,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+)
 
 from .arguments import SPECIAL_TOKENS, PretrainingDataArguments
 from .cache import cache_root, dataset_key, locked_cache_entry, write_directory_atomically
@@ -105,8 +112,53 @@ class WordPieceTraining:
         )
 
 
-def tokenizer_training(args: PretrainingDataArguments) -> WordPieceTraining:
-    """The vocabulary ``load_or_train_tokenizer`` trains when no tokenizer is given."""
+def train_unigram_tokenizer(
+    texts: Iterable[Union[str, list[str]]],
+    vocab_size: int = 128000,
+    lowercase: bool = False,
+    model_max_length: int = 512,
+    show_progress: bool = True,
+    length: Optional[int] = None,
+) -> DebertaV2Tokenizer:
+    """Train a SentencePiece-style Unigram vocabulary with the ``tokenizers`` library, as DeBERTa-v3's.
+
+    The normaliser and pre-tokenizer are ``DebertaV2Tokenizer``'s own (whitespace clean-up, NFC,
+    "▁" word boundaries; lower-case iff ``lowercase``: DeBERTa-v3 is cased), so the trained pieces
+    are those the tokenizer class splits text into. Special tokens ``[PAD]=0 [UNK]=1 [CLS]=2
+    [SEP]=3 [MASK]=4``; ``[CLS] A [SEP] B [SEP]`` with token types 0/1. Returns a
+    ``DebertaV2Tokenizer`` (fast, a ``tokenizers`` Unigram model) that round-trips through
+    ``save_pretrained`` / ``AutoTokenizer.from_pretrained`` with no custom code and needs no
+    ``sentencepiece`` package. Like WordPiece training, not bit-for-bit reproducible (cached).
+    """
+    layout = DebertaV2Tokenizer(do_lower_case=lowercase).backend_tokenizer
+    tokenizer = Tokenizer(models.Unigram())
+    tokenizer.normalizer, tokenizer.pre_tokenizer = layout.normalizer, layout.pre_tokenizer
+    trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, unk_token="[UNK]",
+                                      show_progress=show_progress)
+    tokenizer.train_from_iterator(texts, trainer=trainer, length=length)
+    pieces = [(piece, score) for piece, score in json.loads(tokenizer.to_str())["model"]["vocab"]]
+    return DebertaV2Tokenizer(vocab=pieces, do_lower_case=lowercase, model_max_length=model_max_length,
+                              unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]",
+                              mask_token="[MASK]", bos_token="[CLS]", eos_token="[SEP]")
+
+
+@dataclass(frozen=True)
+class UnigramTraining:
+    """A SentencePiece-style Unigram vocabulary to train (``train_unigram_tokenizer``); fields key the cache."""
+
+    algorithm: ClassVar[str] = "unigram-v1"
+    vocab_size: int
+    lowercase: bool
+
+    def train(self, texts: Iterable[list[str]], length: Optional[int], show_progress: bool) -> PreTrainedTokenizerFast:
+        return train_unigram_tokenizer(texts, vocab_size=self.vocab_size, lowercase=self.lowercase,
+                                       show_progress=show_progress, length=length)
+
+
+def tokenizer_training(args: PretrainingDataArguments) -> Union[WordPieceTraining, UnigramTraining]:
+    """The vocabulary ``load_or_train_tokenizer`` trains when no tokenizer is given (``--tokenizer_type``)."""
+    if args.tokenizer_type == "unigram":
+        return UnigramTraining(vocab_size=args.vocab_size, lowercase=args.lowercase)
     return WordPieceTraining(
         vocab_size=args.vocab_size, lowercase=args.lowercase, min_frequency=args.tokenizer_min_frequency
     )
@@ -116,7 +168,8 @@ def load_or_train_tokenizer(
     args: PretrainingDataArguments, raw_datasets: Union[DatasetDict, IterableDatasetDict, None] = None
 ) -> PreTrainedTokenizerBase:
     """``tokenizer_name_or_path`` given: ``AutoTokenizer.from_pretrained`` it. Otherwise train a
-    WordPiece tokenizer (``vocab_size``, ``lowercase``, ``tokenizer_min_frequency``) on the train
+    WordPiece or Unigram tokenizer (``tokenizer_type``, ``vocab_size``, ``lowercase``,
+    ``tokenizer_min_frequency``) on the train
     split of ``raw_datasets`` (at most ``tokenizer_train_max_lines`` lines), cached under
     ``cache_dir`` (keyed by the train split's fingerprint; a streamed split is not cached).
     Raises ValueError if the tokenizer is not fast or lacks [CLS]/[SEP]/[MASK]/[PAD].
@@ -137,7 +190,7 @@ def load_or_train_tokenizer(
 
 
 def _load_or_train_cached(
-    training: WordPieceTraining, train: Dataset, args: PretrainingDataArguments
+    training: Union[WordPieceTraining, UnigramTraining], train: Dataset, args: PretrainingDataArguments
 ) -> PreTrainedTokenizerBase:
     """The tokenizer trained on ``train``, trained once and reused by every process and run.
 
@@ -162,7 +215,7 @@ def _load_or_train_cached(
 
 
 def _train(
-    training: WordPieceTraining, train: Union[Dataset, IterableDataset], max_lines: Optional[int]
+    training: Union[WordPieceTraining, UnigramTraining], train: Union[Dataset, IterableDataset], max_lines: Optional[int]
 ) -> PreTrainedTokenizerFast:
     n_rows = len(train) if isinstance(train, Dataset) else None
     # for the progress bar: the number of lines it will see (at most; blank rows are skipped)
