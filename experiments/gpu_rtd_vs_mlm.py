@@ -4,41 +4,44 @@
 Both objectives train the paper's Small encoder (hidden 256, 12 layers; ELECTRA's generator a
 quarter of its width) with one tokenizer, the same data (Gutenberg shards 00-04; shard 05 held
 out), batch (128 × 128), learning rate (5e-4) and schedule (warm-up, then linear decay to zero at
-the run's end). ELECTRA trains --electra_steps steps; the masked LM (BERT-Small) trains the steps
-whose FLOPs, counted by `electra_hf.flops`, equal ELECTRA's. Each discriminator (the masked LM's
-encoder) is then fine-tuned on CoLA, SST-2, MRPC, STS-B and RTE with train_glue.py's official
-recipe, one process per task and seed, the processes side by side on the GPU; the report takes the
-median over seeds.
+the run's end). ELECTRA trains --electra_steps steps (or fewer: --pretrain_minutes caps a run at
+what the calibrated step does in that time); the masked LM (BERT-Small) trains the steps whose
+FLOPs, counted by `electra_hf.flops`, equal --electra_steps of ELECTRA's. Each discriminator (the
+masked LM's encoder) is then fine-tuned on CoLA, SST-2, MRPC, STS-B and RTE with train_glue.py's
+official recipe, one process per task and seed group side by side on the GPU; the report takes
+the median over seeds.
 
     python -m experiments.gpu_rtd_vs_mlm payload                 # here: what the GPU machine needs
     python -m experiments.gpu_rtd_vs_mlm prepare pretrain export --objectives electra --out_dir $OUT
-    python -m experiments.gpu_rtd_vs_mlm finetune --objectives electra --out_dir $OUT
+    python -m experiments.gpu_rtd_vs_mlm finetune --objectives electra --finetune_weights export_bf16 --out_dir $OUT
     python -m experiments.gpu_rtd_vs_mlm collect --from_dir FOLDER   # here: what a device call brought back
     python -m experiments.gpu_rtd_vs_mlm report
-    python -m experiments.gpu_rtd_vs_mlm payload all --tiny --payload_dir /tmp/p --work_dir /tmp/w --results_dir /tmp/r
+    python -m experiments.gpu_rtd_vs_mlm payload all --tiny      # the whole command on a CPU in minutes
 
 (from the repository root). Stages run in the order below, whatever order they are named in. A
 finished stage is skipped; an interrupted pre-training resumes from its latest checkpoint; an
-interrupted fine-tuning keeps its finished (task, seed) runs.
+interrupted fine-tuning keeps its finished (task, seeds) runs.
 
   payload   corpus shards, GLUE train/dev files, a WordPiece tokenizer trained once on the training
             shards (every run uses this one: training one is not reproducible) and the wheels the
             GPU image lacks, into --payload_dir (git-ignored; the device call carries it)
   prepare   the pre-training examples from the payload's corpus, on all the machine's cores
-  pretrain  per objective: train_pretrain.py, then the representation spread and, for ELECTRA, the
-            replacement probe of experiments.rtd_vs_mlm
+  pretrain  per objective: (with --pretrain_minutes) a calibration run that times the step, then
+            train_pretrain.py, then the representation spread and, for ELECTRA, the replacement
+            probe of experiments.rtd_vs_mlm
   export    per objective: the pre-trained networks as bf16 safetensors in shards of at most
             --max_shard_size
-  finetune  per objective: train_glue.py, one process per (task, seed), --finetune_processes at once
+  finetune  per objective: train_glue.py, one process per (task, seed group), --finetune_processes at once
   collect   what a device call brought back (records, export shards) into --work_dir
   report    JSON, Markdown table and plot under --results_dir, for the objectives that have results
 
 `all` is prepare, pretrain, export, finetune and report. With --out_dir (a device call's $OUT) each
-command leaves <objective>_records.tar.gz there, and the export stage its shards and
-<objective>_export_meta.tar.gz; --deadline_minutes stops a command in time to leave them.
+command leaves records.tar.gz there, and the export stage the weight shards; --deadline_minutes
+stops a command in time to leave them. A --tiny run keeps everything under
+experiments/runs/gpu_rtd_vs_mlm_tiny/ unless told otherwise, and refuses to write experiments/results/.
 Flags for train_pretrain.py (the official masking rule, another generator size, ...) go in
 --pretrain_args="...", flags for train_glue.py in --finetune_args="..."; the runs record them.
-docs/experiments.md holds the plan for an H200: time per command, device calls, payload.
+docs/experiments.md holds the plan for an H200: the device calls, their carry lists and timeouts.
 """
 
 from __future__ import annotations
@@ -64,8 +67,12 @@ TINY_SETTINGS = {
     "preset": "tiny", "vocab_size": 2000, "batch_size": 8, "electra_steps": 40, "evaluations": 4,
     "train_shards": "00,01", "corpus_lines": 3000, "mixed_precision": "no", "dataloader_num_workers": 0,
     "preprocessing_num_workers": 2, "wheels": "false", "finetune_processes": 2, "max_shard_size": "400KB",
+    "seeds_per_process": 3, "eval_lines": 3000, "calibration_steps": 8,
     "finetune_args": "--model_size small --max_train_samples 64 --max_eval_samples 64 --num_train_epochs 1",
 }
+TINY_SCRATCH = REPO / "experiments" / "runs" / "gpu_rtd_vs_mlm_tiny"
+COMMITTED_RESULTS = REPO / "experiments" / "results"
+COMMAND = "python -m experiments.gpu_rtd_vs_mlm"
 
 logger = logging.getLogger("gpu_rtd_vs_mlm")
 
@@ -81,18 +88,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--objectives", default=",".join(OBJECTIVES), help="Comma-separated: electra, mlm.")
     parser.add_argument("--tiny", action="store_true", help="A CPU rehearsal of minutes: "
                         + ", ".join(f"{key} {value}" for key, value in TINY_SETTINGS.items()) + " (flags given win).")
-    parser.add_argument("--payload_dir", default=str(REPO / ".gpu_payload_rtd"),
-                        help="What travels to the GPU machine; its data/ is what every stage reads.")
+    parser.add_argument("--payload_dir", default=None,
+                        help="What travels to the GPU machine; its data/ is what every stage reads. Default: "
+                             "experiments/runs/gpu_payload (git-ignored, so that a device call carries the parts it names).")
     parser.add_argument("--source_dir", default=str(REPO.parent / "shared" / "data"),
                         help="payload: where the corpus (corpus/gutenberg) and GLUE (glue/) are copied from.")
-    parser.add_argument("--corpus_lines", type=int, default=None, help="payload: only the first N lines of each shard.")
+    parser.add_argument("--corpus_lines", type=int, default=None, help="payload: only the first N lines of each training shard.")
+    parser.add_argument("--eval_lines", type=int, default=60_000,
+                        help="payload: the first N lines of the held-out shard (60k lines, about 0.7 M tokens, hold "
+                             "the evaluations' 20 batches and the probe's 256 sequences in 1.2 MB instead of 6.4).")
     parser.add_argument("--tokenizer_from", default=None,
                         help="payload: copy this tokenizer folder (e.g. an earlier run's export) instead of training one.")
     parser.add_argument("--wheels", default="true", choices=["true", "false"],
                         help="payload: download the wheels the GPU image lacks (datasets, dill, multiprocess, evaluate).")
-    parser.add_argument("--work_dir", default=str(REPO / "experiments" / "runs" / "gpu_rtd_vs_mlm"),
-                        help="Runs, checkpoints, caches and collected exports (git-ignored).")
-    parser.add_argument("--results_dir", default=str(REPO / "experiments" / "results"), help="report: where files go.")
+    parser.add_argument("--work_dir", default=None, help="Runs, checkpoints, caches and collected exports (git-ignored). "
+                        "Default: experiments/runs/gpu_rtd_vs_mlm.")
+    parser.add_argument("--results_dir", default=None, help="report: where files go. Default: experiments/results; "
+                        f"with --tiny, {TINY_SCRATCH.relative_to(REPO)}/results (a --tiny run never writes experiments/results).")
     parser.add_argument("--out_dir", default=None, help="A device call's $OUT: records, export shards.")
     parser.add_argument("--from_dir", default=None, help="collect: the folder of files a device call brought back.")
     parser.add_argument("--deadline_minutes", type=float, default=None,
@@ -101,10 +113,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_finetuning_options(parser)
     args = parser.parse_args(argv)
     if args.tiny:
-        given = {arg.split("=")[0].lstrip("-") for arg in (argv if argv is not None else sys.argv[1:]) if arg.startswith("--")}
-        for name, value in TINY_SETTINGS.items():
-            if name not in given:
-                setattr(args, name, value)
+        apply_tiny_settings(args, argv if argv is not None else sys.argv[1:])
+    set_default_folders(args)
+    if args.tiny and is_within(Path(args.results_dir), COMMITTED_RESULTS):
+        parser.error(f"--tiny writes rehearsal numbers: give a --results_dir outside {COMMITTED_RESULTS}")
     args.shared_dir = str(Path(args.payload_dir) / "data")  # rtd_vs_mlm's helpers read the corpus from here
     args.objective_list = [name.strip() for name in args.objectives.split(",") if name.strip()]
     unknown = sorted(set(args.objective_list) - set(OBJECTIVES))
@@ -115,6 +127,30 @@ def parse_args(argv=None) -> argparse.Namespace:
     if "collect" in args.stage_list and not args.from_dir:
         parser.error("collect needs --from_dir")
     return args
+
+
+def apply_tiny_settings(args, argv: list[str]) -> None:
+    given = {arg.split("=")[0].lstrip("-") for arg in argv if arg.startswith("--")}
+    for name, value in TINY_SETTINGS.items():
+        if name not in given:
+            setattr(args, name, value)
+
+
+def set_default_folders(args) -> None:
+    """The folders not given: under experiments/runs/ (git-ignored); a --tiny run's all in its scratch folder."""
+    if args.tiny:
+        defaults = {"payload_dir": TINY_SCRATCH / "payload", "work_dir": TINY_SCRATCH / "work",
+                    "results_dir": TINY_SCRATCH / "results"}
+    else:
+        defaults = {"payload_dir": REPO / "experiments" / "runs" / "gpu_payload",
+                    "work_dir": REPO / "experiments" / "runs" / "gpu_rtd_vs_mlm", "results_dir": COMMITTED_RESULTS}
+    for name, folder in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, str(folder))
+
+
+def is_within(path: Path, folder: Path) -> bool:
+    return path.resolve() == folder.resolve() or folder.resolve() in path.resolve().parents
 
 
 def add_pretraining_options(parser: argparse.ArgumentParser) -> None:
@@ -138,6 +174,12 @@ def add_pretraining_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--electra_steps", type=int, default=19_000,
                        help="ELECTRA's optimizer steps: 19k × 128 × 128 = 311 M token positions, about 302 M tokens at "
                             "the packing's 97%% fill. The masked LM gets the steps of equal counted FLOPs.")
+    group.add_argument("--pretrain_minutes", type=float, default=None,
+                       help="Cap each pre-training at what the machine's measured step rate does in this many minutes: "
+                            "a calibration run of --calibration_steps steps times the step first, then the run gets "
+                            "min(its planned steps, minutes × steps/s), its schedule scaled to those steps.")
+    group.add_argument("--calibration_steps", type=int, default=200,
+                       help="Steps of the calibration run (the first fifth, compilation included, is not timed).")
     group.add_argument("--evaluations", type=int, default=16, help="Held-out evaluations over each run.")
     group.add_argument("--mixed_precision", default="bf16", help="no | bf16 | fp16.")
     group.add_argument("--dataloader_num_workers", type=int, default=4, help="Masking runs in these processes.")
@@ -151,9 +193,11 @@ def add_finetuning_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--tasks", default="cola,sst2,mrpc,stsb,rte")
     group.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     group.add_argument("--finetune_processes", type=int, default=15, help="train_glue.py processes at once.")
+    group.add_argument("--seeds_per_process", type=int, default=1,
+                       help="Seeds one train_glue.py process runs one after the other (more: fewer process starts).")
     group.add_argument("--finetune_weights", default="pretrain", choices=["pretrain", "export_bf16"],
-                       help="pretrain: the run's fp32 export; export_bf16: the bf16 export (carried back to a later "
-                            "machine when the fine-tuning did not finish where the pre-training ran).")
+                       help="pretrain: the run's fp32 export; export_bf16: the bf16 export (what comes back from the "
+                            "pre-training's machine and is carried to the fine-tuning's), converted to fp32 first.")
     group.add_argument("--finetune_args", default="", help="More train_glue.py flags.")
 
 
@@ -217,15 +261,16 @@ def prepare(args) -> None:
 
 
 def pretrain(args, objective: str) -> None:
-    """train_pretrain.py for the planned steps (resumed from the latest checkpoint if there is one),
-    then the run's record: steps, counted FLOPs, tokens, machine, collapse check, probe."""
+    """train_pretrain.py for the planned steps, capped by --pretrain_minutes at the calibrated rate
+    (resumed from the latest checkpoint if there is one), then the run's record: steps, counted
+    FLOPs, tokens, machine, collapse check, probe."""
     import train_pretrain
 
     run, out = run_dir(args, objective), run_dir(args, objective) / "pretrain"
     if (run / "run.json").is_file():
         logger.info("pretrain %s: done before (%s)", objective, run / "run.json")
         return
-    plan = planned_steps(args)[objective]
+    plan = fitted_plan(args, objective)
     if not (out / "results.json").is_file():
         argv = pretraining_argv(args, objective, out, plan["steps"])
         if (out / "checkpoints").is_dir():
@@ -233,6 +278,49 @@ def pretrain(args, objective: str) -> None:
         with attempt(run, "pretrain"):
             train_pretrain.main(argv)
     write_run_record(args, objective, plan)
+
+
+def fitted_plan(args, objective: str) -> dict:
+    """The objective's planned steps (planned_steps), and with --pretrain_minutes the steps the
+    calibrated rate does in that time if fewer; kept in <run>/plan.json so that a resumed run keeps
+    its schedule."""
+    record = run_dir(args, objective) / "plan.json"
+    if record.is_file():
+        return json.loads(record.read_text())
+    plan = {**planned_steps(args)[objective], "pretrain_minutes": args.pretrain_minutes}
+    plan["target_steps"] = plan["steps"]
+    if args.pretrain_minutes:
+        plan["calibrated_steps_per_second"] = calibrate(args, objective)
+        affordable = int(plan["calibrated_steps_per_second"] * args.pretrain_minutes * 60)
+        plan["steps"] = max(1, min(plan["target_steps"], affordable))
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(plan, indent=2))
+    logger.info("pretrain %s: %d steps planned (target %d)", objective, plan["steps"], plan["target_steps"])
+    return plan
+
+
+def calibrate(args, objective: str) -> float:
+    """Optimizer steps per second of train_pretrain.py's step on this machine: a run of
+    --calibration_steps steps with the real run's flags, timed by its own logs (the median window
+    after the first fifth of the steps, which holds the compilation)."""
+    import statistics
+
+    import train_pretrain
+    from electra_hf.plotting import read_metrics
+
+    out = run_dir(args, objective) / "calibration"
+    steps = max(2, args.calibration_steps)
+    window = max(1, steps // 10)
+    argv = pretraining_argv(args, objective, out, steps) + [
+        "--logging_steps", str(window), "--eval_steps", "0", "--checkpointing_steps", "0", "--overwrite_output_dir", "true"]
+    with attempt(run_dir(args, objective), "calibrate"):
+        train_pretrain.main(argv)
+    rates = [row["train/steps_per_second"] for row in read_metrics(out / "metrics.jsonl")
+             if "train/steps_per_second" in row and row["step"] > steps // 5]
+    if not rates:
+        raise RuntimeError(f"calibration of {objective}: no timed window in {out / 'metrics.jsonl'}")
+    logger.info("calibration %s: %.2f steps/s over %d windows", objective, statistics.median(rates), len(rates))
+    return statistics.median(rates)
 
 
 def write_run_record(args, objective: str, plan: dict) -> None:
@@ -250,7 +338,7 @@ def write_run_record(args, objective: str, plan: dict) -> None:
     steps = results["completed_steps"]
     record = {
         "objective": objective, "steps": steps, "flops_per_step": plan["flops_per_step"],
-        "flops": steps * plan["flops_per_step"], "tokens_seen": results["tokens_seen"],
+        "flops": steps * plan["flops_per_step"], "tokens_seen": results["tokens_seen"], "plan": plan,
         "token_positions": steps * args.batch_size * args.max_seq_length, "final_eval": results["eval"],
         "device": machine_description(), "finished": datetime.datetime.now().isoformat(timespec="seconds"),
         "tokenizer_fingerprint": tokenizer_fingerprint(plain_backend(tokenizer)),
@@ -294,7 +382,7 @@ class attempt:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         line = {"stage": self.stage, "seconds": round(time.perf_counter() - self.started, 1), "finished": kind is None,
                 "ended": datetime.datetime.now().isoformat(timespec="seconds"), "device": machine_description(),
-                "command": " ".join(shlex.quote(part) for part in ["python -m experiments.gpu_rtd_vs_mlm", *sys.argv[1:]])}
+                "command": " ".join([COMMAND, *map(shlex.quote, sys.argv[1:])])}
         with self.path.open("a") as handle:
             handle.write(json.dumps(line) + "\n")
         return False
@@ -303,9 +391,19 @@ class attempt:
 # --------------------------------------------------------------------------------------------
 # Fine-tuning
 # --------------------------------------------------------------------------------------------
-def finetune_jobs(args, objective: str) -> list[tuple[str, int, Path]]:
-    """(task, seed, output folder) of every fine-tuning run still to do, the longest first (training
-    examples × epochs, swapped pairs counted), so that the long ones start while processes are free."""
+def seed_groups(args) -> list[list[int]]:
+    """The seeds in runs of --seeds_per_process, one train_glue.py process each."""
+    size = max(1, args.seeds_per_process)
+    return [args.seeds[start:start + size] for start in range(0, len(args.seeds), size)]
+
+
+def seeds_folder(root: Path, task_config: str, seeds: list[int]) -> Path:
+    return root / f"{task_config}_seed{'-'.join(map(str, seeds))}"
+
+
+def finetune_jobs(args, objective: str) -> list[tuple[str, list[int], Path]]:
+    """(task, seeds, output folder) of every fine-tuning process still to run, the longest first
+    (training examples × epochs, swapped pairs counted), so that the long ones start while processes are free."""
     from electra_hf.tasks.glue import resolve_task_names
 
     glue_dir = Path(args.shared_dir) / "glue"
@@ -317,18 +415,17 @@ def finetune_jobs(args, objective: str) -> list[tuple[str, int, Path]]:
 
     tasks = sorted(resolve_task_names(args.tasks), key=cost, reverse=True)
     root = run_dir(args, objective) / "finetune"
-    jobs = [(task.name, seed, root / f"{task.hub_config}_seed{seed}") for task in tasks for seed in args.seeds]
+    jobs = [(task.name, seeds, seeds_folder(root, task.hub_config, seeds)) for task in tasks for seeds in seed_groups(args)]
     return [job for job in jobs if not (job[2] / "results.json").is_file()]
 
 
 def finetune(args, objective: str) -> None:
-    """Every (task, seed) as its own train_glue.py process, --finetune_processes at a time, then
-    glue.json: the per-seed scores, their medians and the GLUE average."""
+    """Every (task, seed group) as its own train_glue.py process, --finetune_processes at a time,
+    then glue.json: the per-seed scores, their medians and the GLUE average."""
     run = run_dir(args, objective)
-    weights = run / ("pretrain/export" if args.finetune_weights == "pretrain" else "export_bf16")
+    weights = run / "pretrain" / "export" if args.finetune_weights == "pretrain" else fp32_copy_of_bf16_export(run)
     if not weights.is_dir():
-        raise FileNotFoundError(f"finetune {objective}: {weights} does not exist (run the pretrain"
-                                + (" stage" if args.finetune_weights == "pretrain" else " and export stages") + " first)")
+        raise FileNotFoundError(f"finetune {objective}: {weights} does not exist (run the pretrain stage first)")
     jobs = finetune_jobs(args, objective)
     if jobs:
         with attempt(run, "finetune"):
@@ -336,9 +433,29 @@ def finetune(args, objective: str) -> None:
     write_glue_record(args, objective)
 
 
-def job_command(args, weights: Path, task: str, seed: int, output_dir: Path) -> tuple[list[str], Path]:
+def fp32_copy_of_bf16_export(run: Path) -> Path:
+    """<run>/export_bf16_in_fp32/: the bf16 export's encoder (discriminator or masked LM) in fp32,
+    so that fine-tuning from it trains fp32 weights (from_pretrained keeps a checkpoint's bf16)."""
+    import torch
+    from transformers import AutoModelForMaskedLM, AutoTokenizer, ElectraForPreTraining
+
+    copy = run / "export_bf16_in_fp32"
+    kinds = [kind for kind in ("discriminator", "mlm") if (run / "export_bf16" / kind / "config.json").is_file()]
+    if not kinds:
+        raise FileNotFoundError(f"{run / 'export_bf16'} holds no discriminator or mlm export (run the export "
+                                "stage, or collect what a device call brought back)")
+    kind = kinds[0]
+    if not (copy / kind / "config.json").is_file():
+        model_class = ElectraForPreTraining if kind == "discriminator" else AutoModelForMaskedLM
+        model = model_class.from_pretrained(str(run / "export_bf16" / kind), dtype=torch.float32)
+        model.save_pretrained(str(copy / kind))
+        AutoTokenizer.from_pretrained(str(run / "export_bf16" / kind)).save_pretrained(str(copy / kind))
+    return copy
+
+
+def job_command(args, weights: Path, task: str, seeds: list[int], output_dir: Path) -> tuple[list[str], Path]:
     argv = [sys.executable, str(REPO / "train_glue.py"), "--model_name_or_path", str(weights), "--task_name", task,
-            "--data_dir", str(Path(args.shared_dir) / "glue"), "--seeds", str(seed), "--output_dir", str(output_dir),
+            "--data_dir", str(Path(args.shared_dir) / "glue"), "--seeds", *map(str, seeds), "--output_dir", str(output_dir),
             "--save_model", "false", "--disable_tqdm", "true", "--resume_from_checkpoint", "latest",
             *shlex.split(args.finetune_args)]
     return argv, output_dir / "train_glue.log"
@@ -383,8 +500,9 @@ def write_glue_record(args, objective: str) -> None:
     root = run_dir(args, objective) / "finetune"
     medians, per_seed, weights = {}, {}, {}
     for task in resolve_task_names(args.tasks):
-        runs = [json.loads((root / f"{task.hub_config}_seed{seed}" / "results.json").read_text()) for seed in args.seeds]
-        metrics = [result["tasks"][task.name]["per_seed"][0] for result in runs]
+        runs = [json.loads((seeds_folder(root, task.hub_config, seeds) / "results.json").read_text())
+                for seeds in seed_groups(args)]
+        metrics = [scores for result in runs for scores in result["tasks"][task.name]["per_seed"]]
         medians[task.name] = median_metrics(metrics)
         per_seed[task.hub_config] = [100 * m[task.average_key] for m in metrics]
         weights[task.hub_config] = sorted({result["model_weights"] for result in runs})

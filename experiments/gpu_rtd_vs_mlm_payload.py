@@ -8,9 +8,11 @@ device call names in `carry`:
     whl/                                              datasets, dill, multiprocess, evaluate for CPython 3.12
     manifest.json                                     every file's size and SHA-256, the tokenizer's fingerprint
 Back from it, in a device call's $OUT (at most 8 files of at most 16 MiB, at most 2 folders down):
-    <objective>_records.tar.gz          the run's small files: records, metrics, logs, plots (`pack_records`)
-    <objective>_<kind>/*.safetensors    the bf16 export's shards (`export`)
-    <objective>_export_meta.tar.gz      the rest of the export: configs, shard index, tokenizer, model card
+    records.tar.gz                      per objective of the command its small files: records, metrics, logs,
+                                        plots, and its bf16 export but the weights (configs, shard index,
+                                        tokenizer, model card) (`pack_records`)
+    <objective>_<kind>/*.safetensors    the bf16 export's shards (`export`): ELECTRA's discriminator (2 shards
+                                        at Small) and generator (1), the masked LM's network (2)
 `collect` puts them back together under --work_dir.
 """
 
@@ -37,7 +39,8 @@ DEVICE_RETURN_FILES, DEVICE_RETURN_FILE_BYTES = 8, 16 * MIB
 PAYLOAD_WHEELS = ("datasets==5.2.0", "dill==0.4.1", "multiprocess==0.70.19", "evaluate==0.4.6")
 WHEEL_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
 RECORD_SUFFIXES = {".json", ".jsonl", ".md", ".png", ".log", ".txt"}
-RECORD_SKIPPED_FOLDERS = {"checkpoints", "export_bf16", "tokenizer", "data_cache"}
+RECORD_SKIPPED_FOLDERS = {"checkpoints", "export_bf16", "export_bf16_in_fp32", "tokenizer", "data_cache"}
+RECORDS = "records.tar.gz"
 
 
 # --------------------------------------------------------------------------------------------
@@ -47,7 +50,8 @@ def build_payload(args) -> None:
     payload = Path(args.payload_dir)
     corpus = Path(args.source_dir) / "corpus" / "gutenberg"
     for shard in sorted(set(args.train_shards.split(",")) | {args.eval_shard}):
-        copy_shard(corpus / f"gutenberg_{shard}.txt.gz", payload / "data" / "corpus" / "gutenberg", args.corpus_lines)
+        lines = args.eval_lines if shard == args.eval_shard else args.corpus_lines
+        copy_shard(corpus / f"gutenberg_{shard}.txt.gz", payload / "data" / "corpus" / "gutenberg", lines)
     copy_glue(Path(args.source_dir) / "glue", payload / "data" / "glue", args.tasks)
     write_tokenizer(args, payload / "tokenizer")
     if args.wheels == "true":
@@ -200,15 +204,11 @@ def export(args, objective: str) -> None:
 
 
 def copy_export_out(export: Path, out: Path, objective: str) -> None:
-    shards = sorted(export.glob("*/*.safetensors"))
-    for shard in shards:
+    """The export's weight shards into <out>/<objective>_<kind>/ (the rest travels in the records)."""
+    for shard in sorted(export.glob("*/*.safetensors")):
         folder = out / f"{objective}_{shard.parent.name}"
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shard, folder / shard.name)
-    with tarfile.open(out / f"{objective}_export_meta.tar.gz", "w:gz") as tar:
-        for path in sorted(export.rglob("*")):
-            if path.is_file() and path.suffix != ".safetensors":
-                tar.add(path, arcname=str(path.relative_to(export)))
     check_out_dir(out)
 
 
@@ -224,19 +224,20 @@ def record_files(run: Path) -> list[Path]:
 
 
 def pack_records(args) -> None:
-    """<objective>_records.tar.gz in --out_dir for every objective of the command that has a run
-    (with the data preparation's prepare.json)."""
+    """<out_dir>/records.tar.gz: for every objective of the command that has a run, its record files
+    and its bf16 export without the weights, under <objective>/; the data preparation's prepare.json."""
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    prepared = Path(args.work_dir) / "prepare.json"
-    for objective in args.objective_list:
-        run = Path(args.work_dir) / objective
-        if run.is_dir():
-            with tarfile.open(out / f"{objective}_records.tar.gz", "w:gz") as tar:
-                for path in record_files(run):
-                    tar.add(path, arcname=str(path.relative_to(run)))
-                if prepared.is_file():
-                    tar.add(prepared, arcname=prepared.name)
+    work = Path(args.work_dir)
+    with tarfile.open(out / RECORDS, "w:gz") as tar:
+        for objective in args.objective_list:
+            run = work / objective
+            export_metadata = [path for path in sorted((run / "export_bf16").rglob("*"))
+                               if path.is_file() and path.suffix != ".safetensors"]
+            for path in record_files(run) + export_metadata:
+                tar.add(path, arcname=str(path.relative_to(work)))
+        if (work / "prepare.json").is_file():
+            tar.add(work / "prepare.json", arcname="prepare.json")
     check_out_dir(out)
 
 
@@ -255,19 +256,16 @@ def check_out_dir(out: Path) -> None:
 
 
 def collect(args) -> None:
-    """The records and export shards a device call brought back (--from_dir), into <work_dir>/<objective>/."""
-    source = Path(args.from_dir)
-    found = sorted(source.glob("*_records.tar.gz")) + sorted(source.glob("*_export_meta.tar.gz"))
-    if not found:
-        raise FileNotFoundError(f"collect: no *_records.tar.gz or *_export_meta.tar.gz in {source}")
-    for tarball in found:
-        objective, _, kind = tarball.name.partition("_")
-        run = Path(args.work_dir) / objective
-        target = run if kind == "records.tar.gz" else run / "export_bf16"
+    """What a device call brought back (--from_dir: records.tar.gz and the export shards) into --work_dir."""
+    source, work = Path(args.from_dir), Path(args.work_dir)
+    if not (source / RECORDS).is_file():
+        raise FileNotFoundError(f"collect: no {RECORDS} in {source}")
+    work.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(source / RECORDS) as tar:
+        tar.extractall(work, filter="data")
+    for shard in sorted(source.glob("*_*/*.safetensors")):
+        objective, _, kind = shard.parent.name.partition("_")
+        target = work / objective / "export_bf16" / kind
         target.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(tarball) as tar:
-            tar.extractall(target, filter="data")
-        if kind == "export_meta.tar.gz":
-            for shard in sorted(source.glob(f"{objective}_*/*.safetensors")):
-                shutil.copyfile(shard, target / shard.parent.name.removeprefix(f"{objective}_") / shard.name)
-        logger.info("collect: %s → %s", tarball.name, target)
+        shutil.copyfile(shard, target / shard.name)
+    logger.info("collect: %s → %s", source, work)

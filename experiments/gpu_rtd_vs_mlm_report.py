@@ -69,7 +69,9 @@ def run_entry(objective: str, run: dict) -> dict:
     return {
         "objective": objective, "pretrain_tokens": int(run["tokens_seen"]), "pretrain_flops": float(run["flops"]),
         "glue": glue.get("glue"), "glue_average": glue.get("glue_average"),
-        "pretrain_steps": run["steps"], "pretrain_token_positions": run["token_positions"],
+        "pretrain_steps": run["steps"], "pretrain_target_steps": run["plan"]["target_steps"],
+        "calibrated_steps_per_second": run["plan"].get("calibrated_steps_per_second"),
+        "pretrain_token_positions": run["token_positions"],
         "flops_per_step": run["flops_per_step"], "glue_per_seed": glue.get("per_seed"), "seeds": glue.get("seeds"),
         "held_out_final": run["final_eval"], "held_out": run["curve"],
         "representation_spread": run["representation_spread"], "replacement_probe": run.get("replacement_probe"),
@@ -111,16 +113,18 @@ def markdown_lines(document: dict) -> list[str]:
                                                                           e["wall_seconds"].items()) for e in entries) + ".",
              "", f"Setup: preset `{setup['preset']}`, batch {setup['batch_size']} × {setup['max_seq_length']}, LR "
              f"{setup['learning_rate']} ({setup['warmup_fraction']:.0%} warm-up, then linear decay to 0; Adam bias "
-             f"correction {setup['adam_bias_correction']}), {setup['mixed_precision']}, one tokenizer "
+             f"correction {setup['adam_bias_correction']}), mixed precision {setup['mixed_precision']}, one tokenizer "
              f"(`{document['tokenizer_fingerprint'][:12]}`). Counted pre-training FLOPs, largest / smallest run: "
-             f"{document['flops_ratio_max_to_min']:.4f}. GLUE dev scores ×100, median of seeds: CoLA MCC, STS-B "
-             "Spearman, the others accuracy.", ""]
-    lines += ["| objective | steps | tokens | pre-training FLOPs | " + " | ".join(TASK_LABELS.values()) + " | GLUE avg |",
-              "|---|---:|---:|---:|" + "---:|" * (len(TASK_LABELS) + 1)]
+             f"{document['flops_ratio_max_to_min']:.4f}. Steps: trained (planned for equal FLOPs; fewer where "
+             "--pretrain_minutes capped the run at the calibrated step rate). GLUE dev scores ×100, median of seeds: "
+             "CoLA MCC, STS-B Spearman, the others accuracy.", ""]
+    lines += ["| objective | steps (planned) | tokens | pre-training FLOPs | " + " | ".join(TASK_LABELS.values())
+              + " | GLUE avg |", "|---|---:|---:|---:|" + "---:|" * (len(TASK_LABELS) + 1)]
     for e in entries:
         scores = [f"{e['glue'][task]:.1f}" if e["glue"] else "–" for task in TASK_LABELS]
         average = f"{e['glue_average']:.1f}" if e["glue_average"] is not None else "–"
-        lines.append(f"| {LABELS[e['objective']]} | {e['pretrain_steps']:,} | {e['pretrain_tokens'] / 1e6:.0f} M | "
+        lines.append(f"| {LABELS[e['objective']]} | {e['pretrain_steps']:,} ({e['pretrain_target_steps']:,}) | "
+                     f"{e['pretrain_tokens'] / 1e6:,.1f} M | "
                      f"{e['pretrain_flops']:.3g} | " + " | ".join(scores) + f" | {average} |")
     lines += ["", "Per seed (seeds " + ", ".join(str(e["seeds"]) for e in entries if e["seeds"]) + "):", "",
               "| objective | " + " | ".join(TASK_LABELS.values()) + " |", "|---|" + "---|" * len(TASK_LABELS)]
@@ -139,7 +143,7 @@ def held_out_lines(entries: list[dict]) -> list[str]:
     for e in entries:
         for point in e["held_out"]:
             values = " | ".join(f"{point[key]:.3f}" if key in point else "–" for key in HELD_OUT_KEYS)
-            lines.append(f"| {e['objective']} | {point['step']:,} | {point['token_positions'] / 1e6:.0f} | "
+            lines.append(f"| {e['objective']} | {point['step']:,} | {point['token_positions'] / 1e6:,.1f} | "
                          f"{point['flops']:.3g} | {values} |")
     return lines
 
