@@ -67,7 +67,7 @@ TINY_SETTINGS = {
     "preset": "tiny", "vocab_size": 2000, "batch_size": 8, "electra_steps": 40, "evaluations": 4,
     "train_shards": "00,01", "corpus_lines": 3000, "mixed_precision": "no", "dataloader_num_workers": 0,
     "preprocessing_num_workers": 2, "wheels": "false", "finetune_processes": 2, "max_shard_size": "400KB",
-    "seeds_per_process": 3, "eval_lines": 3000, "calibration_steps": 8,
+    "seeds_per_process": 3, "eval_lines": 3000, "calibration_steps": 8, "finetune_weights": "export_bf16",
     "finetune_args": "--model_size small --max_train_samples 64 --max_eval_samples 64 --num_train_epochs 1",
 }
 TINY_SCRATCH = REPO / "experiments" / "runs" / "gpu_rtd_vs_mlm_tiny"
@@ -154,23 +154,13 @@ def is_within(path: Path, folder: Path) -> bool:
 
 
 def add_pretraining_options(parser: argparse.ArgumentParser) -> None:
+    from experiments.rtd_vs_mlm import add_pretraining_arguments
+
     group = parser.add_argument_group("pre-training (both objectives)")
     group.add_argument("--preset", default="small", help="The encoder (the masked LM is the discriminator's size).")
     group.add_argument("--vocab_size", type=int, default=30522, help="payload: the tokenizer's vocabulary.")
-    group.add_argument("--max_seq_length", type=int, default=128)
-    group.add_argument("--batch_size", type=int, default=128)
-    group.add_argument("--learning_rate", type=float, default=5e-4)
-    group.add_argument("--warmup_fraction", type=float, default=0.05,
-                       help="Warm-up as a share of the run, which then decays linearly to zero (ELECTRA's schedule). "
-                            "The paper warms up over 1%% of 1M steps (10k); 5%% of a 20k-step run is 1k steps.")
-    group.add_argument("--adam_bias_correction", default="true", choices=["true", "false"],
-                       help="Adam with bias correction: the official optimizer has none, which a warm-up of 10k steps "
-                            "makes harmless; over a short warm-up the first updates are a few times the learning rate "
-                            "(experiments/results/rtd_vs_mlm_10min_collapsed.md).")
-    group.add_argument("--mlm_mask_token_prob", type=float, default=0.8, help="BERT-Small: 80/10/10.")
-    group.add_argument("--mlm_random_token_prob", type=float, default=0.1)
-    group.add_argument("--train_shards", default="00,01,02,03,04")
-    group.add_argument("--eval_shard", default="05")
+    # 5% warm-up: the paper's 10k steps are 1% of 1M; 5% of a 19k-step run is about 1k steps.
+    add_pretraining_arguments(group, batch_size=128, warmup_fraction=0.05)
     group.add_argument("--electra_steps", type=int, default=19_000,
                        help="ELECTRA's optimizer steps: 19k × 128 × 128 = 311 M token positions, about 302 M tokens at "
                             "the packing's 97%% fill. The masked LM gets the steps of equal counted FLOPs.")
@@ -178,6 +168,9 @@ def add_pretraining_options(parser: argparse.ArgumentParser) -> None:
                        help="Cap each pre-training at what the machine's measured step rate does in this many minutes: "
                             "a calibration run of --calibration_steps steps times the step first, then the run gets "
                             "min(its planned steps, minutes × steps/s), its schedule scaled to those steps.")
+    group.add_argument("--reserve_minutes", type=float, default=1.5,
+                       help="With --deadline_minutes: the time a run needs besides its training steps (compilation, "
+                            "evaluations, checkpoints, export, records); the steps get what is left, at most --pretrain_minutes.")
     group.add_argument("--calibration_steps", type=int, default=200,
                        help="Steps of the calibration run (the first fifth, compilation included, is not timed).")
     group.add_argument("--evaluations", type=int, default=16, help="Held-out evaluations over each run.")
@@ -291,12 +284,26 @@ def fitted_plan(args, objective: str) -> dict:
     plan["target_steps"] = plan["steps"]
     if args.pretrain_minutes:
         plan["calibrated_steps_per_second"] = calibrate(args, objective)
-        affordable = int(plan["calibrated_steps_per_second"] * args.pretrain_minutes * 60)
-        plan["steps"] = max(1, min(plan["target_steps"], affordable))
+        plan["training_minutes"] = training_minutes(args)
+        plan["steps"] = capped_steps(plan["target_steps"], plan["calibrated_steps_per_second"], plan["training_minutes"])
     record.parent.mkdir(parents=True, exist_ok=True)
     record.write_text(json.dumps(plan, indent=2))
     logger.info("pretrain %s: %d steps planned (target %d)", objective, plan["steps"], plan["target_steps"])
     return plan
+
+
+def training_minutes(args) -> float:
+    """--pretrain_minutes, or less when --deadline_minutes leaves less after --reserve_minutes (the
+    run's compilation, evaluations, checkpoints, export and records)."""
+    if not args.deadline_minutes:
+        return args.pretrain_minutes
+    left = args.deadline_minutes - (time.monotonic() - args.started) / 60 - args.reserve_minutes
+    return max(0.0, min(args.pretrain_minutes, left))
+
+
+def capped_steps(target_steps: int, steps_per_second: float, minutes: float) -> int:
+    """The planned steps, or the steps `minutes` of training at `steps_per_second` do if fewer."""
+    return max(1, min(target_steps, int(steps_per_second * minutes * 60)))
 
 
 def calibrate(args, objective: str) -> float:
@@ -537,6 +544,7 @@ def run_stage(args, stage: str) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    args.started = time.monotonic()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.deadline_minutes:
         arm_deadline(args.deadline_minutes)

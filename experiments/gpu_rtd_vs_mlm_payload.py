@@ -261,8 +261,14 @@ def collect(args) -> None:
     if not (source / RECORDS).is_file():
         raise FileNotFoundError(f"collect: no {RECORDS} in {source}")
     work.mkdir(parents=True, exist_ok=True)
+    # Each machine starts bare, so a later window's attempts.jsonl holds only its own commands: keep
+    # the earlier windows' lines too.
+    earlier = {path: path.read_text().splitlines() for path in work.glob("*/attempts.jsonl")}
     with tarfile.open(source / RECORDS) as tar:
         tar.extractall(work, filter="data")
+    for path, lines in earlier.items():
+        brought = path.read_text().splitlines()
+        path.write_text("".join(line + "\n" for line in lines + [line for line in brought if line not in lines]))
     for shard in sorted(source.glob("*_*/*.safetensors")):
         objective, _, kind = shard.parent.name.partition("_")
         target = work / objective / "export_bf16" / kind

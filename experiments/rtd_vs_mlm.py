@@ -58,19 +58,7 @@ def parse_args(argv=None):
     parser.add_argument("--budget_minutes", type=float, default=60.0, help="Pre-training wall-clock per objective.")
     parser.add_argument("--preset", default="mini", help="Encoder size (both objectives use the discriminator size).")
     parser.add_argument("--vocab_size", type=int, default=30522)
-    parser.add_argument("--max_seq_length", type=int, default=128)
-    parser.add_argument("--batch_size", type=int, default=64)
-    parser.add_argument("--learning_rate", type=float, default=5e-4)
-    parser.add_argument("--warmup_fraction", type=float, default=0.1)
-    parser.add_argument("--adam_bias_correction", default="true", choices=["true", "false"],
-                        help="Pre-training Adam with bias correction (true). The official optimizer has none, which with "
-                             "its 10k warm-up steps is harmless; with a budget of a few hundred steps the first updates "
-                             "are ~3x the learning rate, enough to collapse both encoders "
-                             "(experiments/results/rtd_vs_mlm_10min_collapsed.md).")
-    parser.add_argument("--mlm_mask_token_prob", type=float, default=0.8, help="BERT baseline: 80/10/10.")
-    parser.add_argument("--mlm_random_token_prob", type=float, default=0.1)
-    parser.add_argument("--train_shards", default="00,01,02,03,04")
-    parser.add_argument("--eval_shard", default="05")
+    add_pretraining_arguments(parser, batch_size=64, warmup_fraction=0.1)
     parser.add_argument("--tasks", default="cola,sst2,mrpc,stsb,rte")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--finetune_learning_rate", type=float, default=3e-4)
@@ -89,6 +77,25 @@ def parse_args(argv=None):
                              "--objectives, which finds both finished and writes the report. The step counts come "
                              "from the calibration, so how the runs share the machine changes wall-clock, not compute.")
     return parser.parse_args(argv)
+
+
+def add_pretraining_arguments(parser, batch_size: int, warmup_fraction: float) -> None:
+    """The flags of both objectives' pre-training that pretrain_argv reads (this experiment's and
+    experiments.gpu_rtd_vs_mlm's)."""
+    parser.add_argument("--max_seq_length", type=int, default=128)
+    parser.add_argument("--batch_size", type=int, default=batch_size)
+    parser.add_argument("--learning_rate", type=float, default=5e-4)
+    parser.add_argument("--warmup_fraction", type=float, default=warmup_fraction,
+                        help="Warm-up as a share of the run, which then decays linearly to zero (ELECTRA's schedule).")
+    parser.add_argument("--adam_bias_correction", default="true", choices=["true", "false"],
+                        help="Pre-training Adam with bias correction (true). The official optimizer has none, which with "
+                             "its 10k warm-up steps is harmless; with a budget of a few hundred steps the first updates "
+                             "are ~3x the learning rate, enough to collapse both encoders "
+                             "(experiments/results/rtd_vs_mlm_10min_collapsed.md).")
+    parser.add_argument("--mlm_mask_token_prob", type=float, default=0.8, help="The masked LM: 80/10/10.")
+    parser.add_argument("--mlm_random_token_prob", type=float, default=0.1)
+    parser.add_argument("--train_shards", default="00,01,02,03,04")
+    parser.add_argument("--eval_shard", default="05")
 
 
 def pretrain_argv(args, objective: str, output_dir: Path, max_steps: int, extra=(), loader_workers: int = 1,
