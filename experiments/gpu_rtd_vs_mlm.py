@@ -39,7 +39,7 @@ interrupted fine-tuning keeps its finished (task, seeds) runs.
 command leaves records.tar.gz there, and the export stage the weight shards; --deadline_minutes
 stops a command in time to leave them. A --tiny run keeps everything under
 experiments/runs/gpu_rtd_vs_mlm_tiny/ unless told otherwise, and refuses to write experiments/results/.
-Flags for train_pretrain.py (the official masking rule, another generator size, ...) go in
+Flags for train_pretrain.py (--generator_size_ratio, --mask_prob, --sampling_method, ...) go in
 --pretrain_args="...", flags for train_glue.py in --finetune_args="..."; the runs record them.
 docs/experiments.md holds the plan for an H200: the device calls, their carry lists and timeouts.
 """
