@@ -29,7 +29,7 @@ SAMPLING_METHODS = ("categorical", "gumbel")
 # The pre-training fields of `ElectraPretrainingConfig` (besides the two networks' configs).
 PRETRAINING_FIELDS = (
     "generator_size_ratio", "generator_depth_ratio", "objective", "embedding_sharing", "mask_prob", "mask_token_prob", "random_token_prob",
-    "max_seq_length", "max_predictions_per_seq", "generator_loss_weight", "discriminator_loss_weight",
+    "mask_with_replacement", "max_seq_length", "max_predictions_per_seq", "generator_loss_weight", "discriminator_loss_weight",
     "sampling_temperature", "sampling_method", "compute_metrics",
 )
 
@@ -54,7 +54,7 @@ _DEBERTA_V3_NETWORK = dict(
 #: DeBERTa-v2 pair given as checkpoints.
 DEBERTA_V3_RTD = dict(
     generator_size_ratio=1.0, generator_depth_ratio=0.5, embedding_sharing="gdes", mask_token_prob=1.0,
-    discriminator_loss_weight=10.0, max_seq_length=512,
+    mask_with_replacement=False, discriminator_loss_weight=10.0, max_seq_length=512,
 )
 
 # The official sizes (paper Table 6 / official configure_pretraining.py) and small CPU presets.
@@ -189,6 +189,10 @@ class ElectraPretrainingConfig(PreTrainedConfig):
             (DeBERTa-v3: 1.0).
         random_token_prob (`float`, defaults to 0.0): of the selected, fraction replaced by a
             random token (official ELECTRA: 0, BERT: 0.1). The rest keep the original token.
+        mask_with_replacement (`bool`, defaults to True): draw the selected positions with
+            replacement, as the official code does (duplicates collapse: about 17.6 distinct
+            positions of 19 draws on a full 128-token sequence). False: exactly that many distinct
+            positions (DeBERTa-v3's rule, and BERT's).
         max_seq_length (`int`, defaults to 128): sequence length of the pre-training examples (Base,
             Large and DeBERTa-v3: 512).
         max_predictions_per_seq (`int`, *optional*):
@@ -222,6 +226,7 @@ class ElectraPretrainingConfig(PreTrainedConfig):
     mask_prob: float = 0.15
     mask_token_prob: float = 0.85
     random_token_prob: float = 0.0
+    mask_with_replacement: bool = True
     max_seq_length: int = 128
     max_predictions_per_seq: int | None = None
     generator_loss_weight: float = 1.0
