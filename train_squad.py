@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Fine-tune an ELECTRA discriminator for extractive question answering (SQuAD v1.1 / v2.0).
+"""Fine-tune an ELECTRA discriminator (or another encoder) for extractive question answering (SQuAD v1.1 / v2.0).
 
     accelerate launch train_squad.py --model_name_or_path google/electra-small-discriminator \\
         --train_file train-v1.1.json --validation_file dev-v1.1.json --seeds 1 2 3 \\
@@ -22,9 +22,9 @@ rate and layer-wise decay, 10% warm-up.
 
 The head is transformers' ``ElectraForQuestionAnswering`` (one linear layer giving start and end
 logits) so that the fine-tuned model loads with plain ``AutoModelForQuestionAnswering``.
-transformers 5 removed ``pipeline("question-answering")`` (it is listed in
-``transformers.pipelines.REMOVED_TASKS``); the model is the standard kind that pipeline served in
-transformers 4, and the span search it did is a dozen lines (see tests/test_scripts_squad.py).
+transformers 5 has no ``pipeline("question-answering")`` (it is listed in
+``transformers.pipelines.REMOVED_TASKS``); the model is the standard kind that pipeline served,
+and the span search it did is a dozen lines (see tests/test_scripts_squad.py).
 The official ELECTRA code uses a richer head (end logits conditioned on the start, beam search,
 and an answerability classifier for v2.0): expect its published SQuAD numbers to be somewhat
 higher than this head's.

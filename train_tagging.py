@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Fine-tune an ELECTRA discriminator for token classification (NER, chunking) with the paper's recipe.
+"""Fine-tune an ELECTRA discriminator (or another encoder) for token classification (NER, chunking) with the paper's recipe.
 
     accelerate launch train_tagging.py --model_name_or_path google/electra-small-discriminator \\
         --task conll2003 --data_dir ../shared/data/ner/conll2003 --seeds 1 2 3 4 5 --do_predict \\

@@ -248,7 +248,7 @@ class FinetuningModelArguments:
     """Which checkpoint and tokenizer to fine-tune (the arguments every fine-tuning script takes)."""
 
     model_name_or_path: str = field(
-        metadata={"help": "An ELECTRA discriminator: a local export folder, a train_pretrain.py output folder (its "
+        metadata={"help": "An ELECTRA discriminator or another encoder: a local export folder, a train_pretrain.py output folder (its "
                           "export/) or checkpoint, or a Hub id (e.g. google/electra-small-discriminator)."})
     tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer, if not the model's own."})
     classifier_dropout: float | None = field(

@@ -1,6 +1,6 @@
 """Scale-out, verified on the CPU with 2 real processes (gloo): DDP, DeepSpeed ZeRO-2/3, FSDP.
 
-How the runs are launched (see ../shared/platform-notes.md and the README's "Scaling out"): DDP
+How the runs are launched (see ../shared/platform-notes.md and docs/scaling.md): DDP
 with `accelerate launch --config_file accelerate_configs/cpu_ddp_2proc.yaml` (the default-run
 tests), `torchrun --nproc_per_node 2` and `ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu`
 (slow test); DeepSpeed with the repository's deepspeed_zero{2,3}.yaml as the README gives them
