@@ -14,9 +14,10 @@ installing test-only instruments, switched on by environment variables:
 
 - ELECTRA_TEST_RECORD=<dir>: every collator call appends, per process, the dataset indices of
   its examples, the positions it masked and a fingerprint of the process's global RNG state.
-- ELECTRA_TEST_FULL_LENGTH=1: keep only full-length training examples (every row then has the
-  same number of tokens and of masked positions, so the mean over one process's half of a
-  global batch, averaged over the processes, is exactly the mean over the global batch).
+- ELECTRA_TEST_FULL_LENGTH=1: keep only full-length training examples, and draw distinct masked
+  positions (every row then has the same number of tokens and of masked positions, so the mean
+  over one process's half of a global batch, averaged over the processes, is exactly the mean
+  over the global batch).
 - ELECTRA_TEST_PER_EXAMPLE_MASKS=1: masks drawn per example from (seed, epoch, example index)
   instead of (seed, process, epoch, batch index): the same example gets the same mask whatever
   the number of processes (the library draws per process, which is correct but not comparable).
@@ -116,6 +117,8 @@ def per_example_masks(self, features, indices):
 
 
 def call(self, features):
+    if env("ELECTRA_TEST_FULL_LENGTH"):
+        self.mask_with_replacement = False  # distinct draws: the same number of masked positions in every row
     features = [dict(f) for f in features]
     indices = [f.pop("example_index") for f in features]
     if env("ELECTRA_TEST_PER_EXAMPLE_MASKS"):
