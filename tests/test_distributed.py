@@ -47,6 +47,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import GLUE_DIR, build_glue_discriminator
 from tests.test_scripts_pretrain import REPO, corpus, read_metrics, tiny_args  # noqa: F401 (corpus: a fixture)
 
 from electra_hf import training
@@ -514,15 +515,12 @@ def test_deepspeed_pretraining_saves_resumes_exports(corpus, tmp_path, stage):
     assert len(load_file(last / "model.safetensors")) > 0
 
 
-GLUE_DIR = Path(os.environ.get("ELECTRA_HF_GLUE_DIR", REPO.parent / "shared" / "data" / "glue"))
 needs_glue = pytest.mark.skipif(not (GLUE_DIR / "RTE" / "train.tsv").is_file(), reason=f"GLUE files not at {GLUE_DIR}")
 
 
 @pytest.fixture(scope="module")
 def tiny_discriminator(tmp_path_factory):
-    from tests.test_scripts_glue import _build_tiny
-
-    return _build_tiny(tmp_path_factory.mktemp("tiny_glue"))
+    return build_glue_discriminator(tmp_path_factory.mktemp("tiny_glue"), sst2_sentences=399, vocab_size=300)
 
 
 def glue_args(model: Path, out: Path, *extra: str) -> list[str]:
