@@ -58,6 +58,14 @@ CONFIGS = REPO / "accelerate_configs"
 HAS_DEEPSPEED = importlib.util.find_spec("deepspeed") is not None
 needs_deepspeed = pytest.mark.skipif(not HAS_DEEPSPEED, reason="pip install 'electra_hf[deepspeed]'")
 
+
+def zero_launches(test):
+    """Marks a test that launches 2 CPU processes under DeepSpeed ZeRO-2 and ZeRO-3 (its `stage`
+    argument): multiprocess, slow, skipped without DeepSpeed."""
+    for mark in (pytest.mark.parametrize("stage", [2, 3]), needs_deepspeed, pytest.mark.slow, pytest.mark.multiprocess):
+        test = mark(test)
+    return test
+
 HARNESS = r'''
 import hashlib, json, os, sys
 import torch
@@ -455,10 +463,7 @@ def test_ddp_resume_with_the_library_masks_and_dropout(corpus, tmp_path):
 # ------------------------------------------------------------------------------------------
 # DeepSpeed
 # ------------------------------------------------------------------------------------------
-@pytest.mark.multiprocess
-@pytest.mark.slow
-@needs_deepspeed
-@pytest.mark.parametrize("stage", [2, 3])
+@zero_launches
 def test_deepspeed_pretraining_saves_resumes_exports(corpus, tmp_path, stage):
     """ZeRO-2/3 with the repository's configs, 2 processes: trains, checkpoints, resumes exactly;
     the tied embeddings stay one parameter; the exports hold the full weights and load with
@@ -531,11 +536,8 @@ def glue_args(model: Path, out: Path, *extra: str) -> list[str]:
             *extra]
 
 
-@pytest.mark.multiprocess
-@pytest.mark.slow
-@needs_deepspeed
+@zero_launches
 @needs_glue
-@pytest.mark.parametrize("stage", [2, 3])
 def test_glue_deepspeed_trains_two_seeds_and_saves_full_models(tiny_discriminator, tmp_path, stage):
     """train_glue.py as shipped under ZeRO-2/3 with 2 CPU processes: two seeds (two prepare() calls
     on one Accelerator), dev metrics, complete saved models."""
@@ -560,11 +562,8 @@ def test_glue_deepspeed_trains_two_seeds_and_saves_full_models(tiny_discriminato
         assert trained.shape == (32, 32) and not torch.equal(trained, base.electra.encoder.layer[0].attention.self.query.weight)
 
 
-@pytest.mark.multiprocess
-@pytest.mark.slow
-@needs_deepspeed
+@zero_launches
 @needs_glue
-@pytest.mark.parametrize("stage", [2, 3])
 def test_glue_deepspeed_killed_and_resumed_equals_uninterrupted(tiny_discriminator, tmp_path, stage):
     """ZeRO-2/3, 2 CPU processes, 2 epochs (6 optimizer steps), checkpoints every 2 steps, the best
     dev accuracy kept (gathered under ZeRO-3): a launch killed right after its first checkpoint,
