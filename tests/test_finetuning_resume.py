@@ -91,14 +91,14 @@ def test_resumed_run_equals_the_uninterrupted_one(tiny_dir, tokenizer, tmp_path,
     assert (tmp_path / "resumed" / "out" / run_records.RUN_RESULT_FILE).is_file()
 
 
-def _crashed_run(tiny_dir, tokenizer, tmp_path, after_batches: int):
+def _crashed_run(model_dir, glue_tokenizer, out_dir, after_batches: int):
     """A 6-step run on 32 SST-2 sentences (batch 4, a checkpoint every 2 steps) that crashes once
     `after_batches` batches are built; returns its training set and arguments."""
-    train = _sst2(tokenizer, "train", 32)
-    args = _args(tmp_path, checkpointing_steps=2, max_train_steps=6, per_device_train_batch_size=4)
+    train = _sst2(glue_tokenizer, "train", 32)
+    args = _args(out_dir, checkpointing_steps=2, max_train_steps=6, per_device_train_batch_size=4)
+    collator = crashing_collator(make_collator(glue_tokenizer, args), after_batches)
     with pytest.raises(Crash):
-        finetune(_model(tiny_dir), FinetuningTask(train, crashing_collator(make_collator(tokenizer, args), after_batches)),
-                 args, seed=1)
+        finetune(_model(model_dir), FinetuningTask(train, collator), args, seed=1)
     return train, args
 
 
