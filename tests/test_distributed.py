@@ -588,7 +588,7 @@ def test_glue_deepspeed_killed_and_resumed_equals_uninterrupted(tiny_discriminat
     assert not (resumed / "results.json").exists()
     # The best weights so far, gathered into the checkpoint (all of them, also under ZeRO-3).
     step_2 = torch.load(resumed / "RTE" / "seed_1" / "checkpoints" / "step_00000002" / "best_model_state.pt")
-    launch(REPO / "train_glue.py", glue_args(tiny_discriminator, resumed, *extra, "--resume_from_checkpoint", "latest", "true"), tmp_path,
+    launch(REPO / "train_glue.py", glue_args(tiny_discriminator, resumed, *extra, "--resume_from_checkpoint", "latest"), tmp_path,
            config=config, timeout=400)
 
     want = json.loads((reference / "RTE" / "seed_1" / "run_result.json").read_text())
