@@ -57,46 +57,30 @@ DEBERTA_V3_RTD = dict(
     mask_with_replacement=False, discriminator_loss_weight=10.0, max_seq_length=512,
 )
 
+def _electra_preset(hidden: int, layers: int, heads: int, embedding: int, generator_size_ratio: float,
+                    **rtd: Any) -> dict[str, Any]:
+    """A preset of the ELECTRA family: the discriminator's width, depth, attention heads and
+    embedding width (feed-forward 4 × width), the generator's width ratio and RTD fields."""
+    return dict(discriminator=dict(embedding_size=embedding, hidden_size=hidden, num_hidden_layers=layers,
+                                   num_attention_heads=heads, intermediate_size=4 * hidden),
+                generator_size_ratio=generator_size_ratio, **rtd)
+
+
 # The official sizes (paper Table 6 / official configure_pretraining.py) and small CPU presets.
 # Each entry: discriminator ElectraConfig fields, generator ratio, RTD fields.
 PRESETS: dict[str, dict[str, Any]] = {
     # For tests and CPU demos: a few seconds per hundred steps on 2 cores.
-    "tiny": dict(
-        discriminator=dict(embedding_size=64, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                           intermediate_size=256),
-        generator_size_ratio=0.5,
-    ),
+    "tiny": _electra_preset(hidden=64, layers=2, heads=2, embedding=64, generator_size_ratio=0.5),
     # Big enough to learn something real in an hour of CPU.
-    "mini": dict(
-        discriminator=dict(embedding_size=128, hidden_size=128, num_hidden_layers=4, num_attention_heads=2,
-                           intermediate_size=512),
-        generator_size_ratio=0.25,
-    ),
-    "small": dict(
-        discriminator=dict(embedding_size=128, hidden_size=256, num_hidden_layers=12, num_attention_heads=4,
-                           intermediate_size=1024),
-        generator_size_ratio=0.25,
-    ),
+    "mini": _electra_preset(hidden=128, layers=4, heads=2, embedding=128, generator_size_ratio=0.25),
+    "small": _electra_preset(hidden=256, layers=12, heads=4, embedding=128, generator_size_ratio=0.25),
     # The released ELECTRA-Small++: generator as wide as the discriminator, trained at length 512.
-    "small++": dict(
-        discriminator=dict(embedding_size=128, hidden_size=256, num_hidden_layers=12, num_attention_heads=4,
-                           intermediate_size=1024),
-        generator_size_ratio=1.0,
-        max_seq_length=512,
-    ),
-    "base": dict(
-        discriminator=dict(embedding_size=768, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                           intermediate_size=3072),
-        generator_size_ratio=1 / 3,
-        max_seq_length=512,
-    ),
-    "large": dict(
-        discriminator=dict(embedding_size=1024, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-                           intermediate_size=4096),
-        generator_size_ratio=0.25,
-        mask_prob=0.25,
-        max_seq_length=512,
-    ),
+    "small++": _electra_preset(hidden=256, layers=12, heads=4, embedding=128, generator_size_ratio=1.0,
+                               max_seq_length=512),
+    "base": _electra_preset(hidden=768, layers=12, heads=12, embedding=768, generator_size_ratio=1 / 3,
+                            max_seq_length=512),
+    "large": _electra_preset(hidden=1024, layers=24, heads=16, embedding=1024, generator_size_ratio=0.25,
+                             mask_prob=0.25, max_seq_length=512),
     # DeBERTa-v3 (He, Gao & Chen 2021; microsoft/DeBERTa experiments/language_model/rtd_*.json):
     # relative attention, no absolute positions or segments, a generator as wide as the
     # discriminator and half as deep, gradient-disentangled embedding sharing.

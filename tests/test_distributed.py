@@ -48,6 +48,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import GLUE_DIR, build_glue_discriminator
 from tests.test_scripts_pretrain import REPO, corpus, read_metrics, tiny_args  # noqa: F401 (corpus: a fixture)
 
 from electra_hf import training
@@ -57,6 +58,14 @@ from electra_hf.checkpoints import STATE_FILE, list_checkpoints
 CONFIGS = REPO / "accelerate_configs"
 HAS_DEEPSPEED = importlib.util.find_spec("deepspeed") is not None
 needs_deepspeed = pytest.mark.skipif(not HAS_DEEPSPEED, reason="pip install 'electra_hf[deepspeed]'")
+
+
+def zero_launches(test):
+    """Marks a test that launches 2 CPU processes under DeepSpeed ZeRO-2 and ZeRO-3 (its `stage`
+    argument): multiprocess, slow, skipped without DeepSpeed."""
+    for mark in (pytest.mark.parametrize("stage", [2, 3]), needs_deepspeed, pytest.mark.slow, pytest.mark.multiprocess):
+        test = mark(test)
+    return test
 
 HARNESS = r'''
 import hashlib, json, os, sys
@@ -457,10 +466,7 @@ def test_ddp_resume_with_the_library_masks_and_dropout(corpus, tmp_path):
 # ------------------------------------------------------------------------------------------
 # DeepSpeed
 # ------------------------------------------------------------------------------------------
-@pytest.mark.multiprocess
-@pytest.mark.slow
-@needs_deepspeed
-@pytest.mark.parametrize("stage", [2, 3])
+@zero_launches
 def test_deepspeed_pretraining_saves_resumes_exports(corpus, tmp_path, stage):
     """ZeRO-2/3 with the repository's configs, 2 processes: trains, checkpoints, resumes exactly;
     the tied embeddings stay one parameter; the exports hold the full weights and load with
@@ -517,15 +523,12 @@ def test_deepspeed_pretraining_saves_resumes_exports(corpus, tmp_path, stage):
     assert len(load_file(last / "model.safetensors")) > 0
 
 
-GLUE_DIR = Path(os.environ.get("ELECTRA_HF_GLUE_DIR", REPO.parent / "shared" / "data" / "glue"))
 needs_glue = pytest.mark.skipif(not (GLUE_DIR / "RTE" / "train.tsv").is_file(), reason=f"GLUE files not at {GLUE_DIR}")
 
 
 @pytest.fixture(scope="module")
 def tiny_discriminator(tmp_path_factory):
-    from tests.test_scripts_glue import _build_tiny
-
-    return _build_tiny(tmp_path_factory.mktemp("tiny_glue"))
+    return build_glue_discriminator(tmp_path_factory.mktemp("tiny_glue"), sst2_sentences=399, vocab_size=300)
 
 
 def glue_args(model: Path, out: Path, *extra: str) -> list[str]:
@@ -536,11 +539,8 @@ def glue_args(model: Path, out: Path, *extra: str) -> list[str]:
             *extra]
 
 
-@pytest.mark.multiprocess
-@pytest.mark.slow
-@needs_deepspeed
+@zero_launches
 @needs_glue
-@pytest.mark.parametrize("stage", [2, 3])
 def test_glue_deepspeed_trains_two_seeds_and_saves_full_models(tiny_discriminator, tmp_path, stage):
     """train_glue.py as shipped under ZeRO-2/3 with 2 CPU processes: two seeds (two prepare() calls
     on one Accelerator), dev metrics, complete saved models."""
@@ -565,11 +565,8 @@ def test_glue_deepspeed_trains_two_seeds_and_saves_full_models(tiny_discriminato
         assert trained.shape == (32, 32) and not torch.equal(trained, base.electra.encoder.layer[0].attention.self.query.weight)
 
 
-@pytest.mark.multiprocess
-@pytest.mark.slow
-@needs_deepspeed
+@zero_launches
 @needs_glue
-@pytest.mark.parametrize("stage", [2, 3])
 def test_glue_deepspeed_killed_and_resumed_equals_uninterrupted(tiny_discriminator, tmp_path, stage):
     """ZeRO-2/3, 2 CPU processes, 2 epochs (6 optimizer steps), checkpoints every 2 steps, the best
     dev accuracy kept (gathered under ZeRO-3): a launch killed right after its first checkpoint,
@@ -594,7 +591,7 @@ def test_glue_deepspeed_killed_and_resumed_equals_uninterrupted(tiny_discriminat
     assert not (resumed / "results.json").exists()
     # The best weights so far, gathered into the checkpoint (all of them, also under ZeRO-3).
     step_2 = torch.load(resumed / "RTE" / "seed_1" / "checkpoints" / "step_00000002" / "best_model_state.pt")
-    launch(REPO / "train_glue.py", glue_args(tiny_discriminator, resumed, *extra, "--resume_from_checkpoint", "latest", "true"), tmp_path,
+    launch(REPO / "train_glue.py", glue_args(tiny_discriminator, resumed, *extra, "--resume_from_checkpoint", "latest"), tmp_path,
            config=config, timeout=400)
 
     want = json.loads((reference / "RTE" / "seed_1" / "run_result.json").read_text())
