@@ -123,6 +123,38 @@ def build_glue_discriminator(directory, sst2_sentences: int, vocab_size: int, mi
     return save_tiny_discriminator(directory, tokenizer, vocab_size=model_vocab_size)
 
 
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    """A tiny discriminator with a WordPiece vocabulary of SST-2 sentences, saved to a folder."""
+    return build_glue_discriminator(tmp_path_factory.mktemp("tiny_electra"), sst2_sentences=599, vocab_size=400,
+                                    min_frequency=1)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_dir)
+
+
+GUTENBERG = Path(os.environ.get("ELECTRA_HF_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "data" / \
+    "corpus" / "gutenberg" / "gutenberg_05.txt.gz"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """~4,000 lines of real English prose (one book chunk), documents split at blank lines."""
+    import gzip
+
+    if not GUTENBERG.is_file():
+        pytest.skip(f"shared corpus not found at {GUTENBERG}")
+    path = tmp_path_factory.mktemp("corpus") / "slice.txt"
+    with gzip.open(GUTENBERG, "rt", encoding="utf-8") as source:
+        lines = [next(source) for _ in range(4000)]
+    path.write_text("".join(lines), encoding="utf-8")
+    return path
+
+
 @pytest.fixture(autouse=True)
 def _deterministic_torch():
     torch.manual_seed(0)

@@ -49,7 +49,7 @@ import pytest
 import torch
 
 from tests.conftest import GLUE_DIR, build_glue_discriminator
-from tests.test_scripts_pretrain import REPO, corpus, read_metrics, tiny_args  # noqa: F401 (corpus: a fixture)
+from tests.test_scripts_pretrain import REPO, read_metrics, tiny_args
 
 from electra_hf import training
 from electra_hf.arguments import PretrainingArguments

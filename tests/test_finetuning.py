@@ -21,23 +21,10 @@ from electra_hf.samplers import LengthGroupedSampler
 from electra_hf.seeds import median_metrics, run_with_seeds
 from electra_hf.training import build_accelerator
 
-from .conftest import GLUE_DIR, build_glue_discriminator
+from .conftest import GLUE_DIR
 
 pytestmark = pytest.mark.skipif(not (GLUE_DIR / "SST-2" / "train.tsv").is_file(), reason=f"GLUE files not at {GLUE_DIR}")
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return build_glue_discriminator(tmp_path_factory.mktemp("tiny_electra"), sst2_sentences=599, vocab_size=400,
-                                    min_frequency=1)
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny_dir):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(tiny_dir)
 
 
 def _sst2(tokenizer, split: str, n: int, max_length: int = 64, padding: bool | str = False):

@@ -19,7 +19,7 @@ from electra_hf.finetuning import FinetuningTask, finetune, make_collator
 from electra_hf.run_records import read_run_result
 from electra_hf.samplers import EpochShuffleSampler
 from electra_hf.seeds import run_with_seeds
-from tests.test_finetuning import GLUE_DIR, _accuracy, _args, _official_model, _sst2, tiny_dir, tokenizer  # noqa: F401
+from tests.test_finetuning import GLUE_DIR, _accuracy, _args, _official_model, _sst2
 
 needs_glue = pytest.mark.skipif(not (GLUE_DIR / "SST-2" / "train.tsv").is_file(), reason=f"GLUE files not at {GLUE_DIR}")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import shutil
@@ -18,20 +17,6 @@ from electra_hf.checkpoints import STATE_FILE, list_checkpoints
 from electra_hf.modeling import ElectraForRTDPretraining
 
 REPO = Path(__file__).resolve().parents[1]
-
-GUTENBERG = Path(os.environ.get("ELECTRA_HF_SHARED", REPO.parent / "shared")) / "data" / "corpus" / "gutenberg" / "gutenberg_05.txt.gz"
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    """~4,000 lines of real English prose (one book chunk), documents split at blank lines."""
-    if not GUTENBERG.is_file():
-        pytest.skip(f"shared corpus not found at {GUTENBERG}")
-    path = tmp_path_factory.mktemp("corpus") / "slice.txt"
-    with gzip.open(GUTENBERG, "rt", encoding="utf-8") as source:
-        lines = [next(source) for _ in range(4000)]
-    path.write_text("".join(lines), encoding="utf-8")
-    return path
 
 
 def tiny_args(corpus: Path, output_dir: Path, cache_dir: Path, *extra: str) -> list[str]:
