@@ -110,7 +110,9 @@ def build_run(config, tokenizer, train_dataset, eval_dataset, model_args, train_
         load_initial_weights(model, source, model_args.shared_embeddings_from)
     if model_args.gradient_checkpointing:
         enable_activation_checkpointing(model)
-    compilation = training_compilation(model_args.torch_compile, accelerator.device, accelerator.num_processes == 1,
+    # One process without an engine: a one-process FSDP or DeepSpeed run stays eager unless asked.
+    plain_process = accelerator.distributed_type == DistributedType.NO
+    compilation = training_compilation(model_args.torch_compile, accelerator.device, plain_process,
                                        scope=model_args.torch_compile_scope, mode=model_args.torch_compile_mode)
     # A whole-model graph is specialised to one shape: every batch is padded to the full length.
     static_length = config.max_seq_length if compilation and compilation["scope"] == "model" else None
