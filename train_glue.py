@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Fine-tune an ELECTRA discriminator on GLUE, or on sentence classification / regression data of
+"""Fine-tune an ELECTRA discriminator (or another encoder) on GLUE, or on sentence classification / regression data of
 your own, with the paper's recipe.
 
     accelerate launch train_glue.py --model_name_or_path google/electra-small-discriminator \\

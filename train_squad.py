@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Fine-tune an ELECTRA discriminator for extractive question answering (SQuAD v1.1 / v2.0).
+"""Fine-tune an ELECTRA discriminator (or another encoder) for extractive question answering (SQuAD v1.1 / v2.0).
 
     accelerate launch train_squad.py --model_name_or_path google/electra-small-discriminator \\
         --train_file train-v1.1.json --validation_file dev-v1.1.json --seeds 1 2 3 \\
@@ -22,9 +22,9 @@ rate and layer-wise decay, 10% warm-up.
 
 The head is transformers' ``ElectraForQuestionAnswering`` (one linear layer giving start and end
 logits) so that the fine-tuned model loads with plain ``AutoModelForQuestionAnswering``.
-transformers 5 removed ``pipeline("question-answering")`` (it is listed in
-``transformers.pipelines.REMOVED_TASKS``); the model is the standard kind that pipeline served in
-transformers 4, and the span search it did is a dozen lines (see tests/test_scripts_squad.py).
+transformers 5 has no ``pipeline("question-answering")`` (it is listed in
+``transformers.pipelines.REMOVED_TASKS``); the model is the standard kind that pipeline served,
+and the span search it did is a dozen lines (see tests/test_scripts_squad.py).
 The official ELECTRA code uses a richer head (end logits conditioned on the start, beam search,
 and an answerability classifier for v2.0): expect its published SQuAD numbers to be somewhat
 higher than this head's.
@@ -52,15 +52,11 @@ from electra_hf.finetuning import FinetuningTask, make_collator
 from electra_hf.metrics import SQUAD_METRIC, MetricSuite
 from electra_hf.scripts_common import (
     EvalRecorder,
+    finish_one_task,
     first_n,
-    hub_upload,
-    metrics_table,
-    model_load_kwargs,
-    plain_encoder_config,
+    pretrained_model_init,
     seed_summary,
     start_finetuning,
-    summary_rows,
-    write_results_and_end_training,
     write_seed_predictions,
 )
 from electra_hf.seeds import run_with_seeds
@@ -175,11 +171,6 @@ def check_answerability(train, version_2_with_negative: bool, source: str) -> No
                          f"pass --version_2_with_negative")
 
 
-def results_markdown(results: dict[str, Any]) -> str:
-    """One row per metric (already percentages): one column per seed, then the median."""
-    return "\n".join(metrics_table("data", summary_rows(results["data"], results), results["seeds"], scale=1.0)) + "\n"
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Parse arguments, fine-tune for every seed; returns the results dict (also written to
     ``<output_dir>/results.json`` and ``results.md``)."""
@@ -200,12 +191,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     eval_ds = {"dev": eval_features.remove_columns(list(QA_NON_MODEL_COLUMNS))}
     suite = MetricSuite(SQUAD_METRIC, "v2" if data_args.version_2_with_negative else "v1", ft_args.metric_name or ())
     recorder = EvalRecorder(answer_scorer(eval_raw, eval_features, data_args, suite), list(eval_ds))
-    config = plain_encoder_config(setup.base_config, num_labels=2)  # ElectraForQuestionAnswering: start and end logits
-    load_kwargs = model_load_kwargs(model_args)
-
-    def model_init():
-        return AutoModelForQuestionAnswering.from_pretrained(setup.model_path, config=config, **load_kwargs)
-
+    # ElectraForQuestionAnswering: start and end logits
+    model_init = pretrained_model_init(AutoModelForQuestionAnswering, setup, model_args, num_labels=2)
     logger.info("%d training questions → %d windows; %d evaluation questions → %d windows; seeds %s",
                 len(train_raw), len(train_ds), len(eval_raw), len(eval_features), list(ft_args.seeds))
     task = FinetuningTask(train_ds, make_collator(setup.tokenizer, ft_args), eval_datasets=eval_ds,
@@ -234,17 +221,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     results["predictions"] = write_seed_predictions(setup.accelerator, output_dir, outcome, recorder, "dev",
                                                     "predictions.json", write_answers)
-    uploads = []
-    if ft_args.push_to_hub:
-        version = "SQuAD v2.0" if data_args.version_2_with_negative else "SQuAD v1.1"
-        uploads.append(hub_upload(
-            setup, model_args, ft_args, outcome, repo_id=ft_args.hub_model_id, selected_by="dev/f1",
-            task=f"extractive question answering ({version})", data=data_name, pipeline_tag="question-answering",
-            auto_class="AutoModelForQuestionAnswering", results_table=results_markdown(results),
-            output_dir=output_dir, dataset_name=data_args.dataset_name))
-        results["hub"] = uploads[-1].summary()
-    write_results_and_end_training(setup.accelerator, output_dir, results, results_markdown(results), logger,
-                                   hub_uploads=uploads)
+    # Metrics are already percentages: the table shows them as they are.
+    version = "SQuAD v2.0" if data_args.version_2_with_negative else "SQuAD v1.1"
+    finish_one_task(setup, model_args, ft_args, outcome, results, logger, name_key="data", scale=1.0,
+                    dataset_name=data_args.dataset_name, selected_by="dev/f1",
+                    task=f"extractive question answering ({version})", data=data_name,
+                    pipeline_tag="question-answering", auto_class="AutoModelForQuestionAnswering")
     return results
 
 

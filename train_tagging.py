@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Fine-tune an ELECTRA discriminator for token classification (NER, chunking) with the paper's recipe.
+"""Fine-tune an ELECTRA discriminator (or another encoder) for token classification (NER, chunking) with the paper's recipe.
 
     accelerate launch train_tagging.py --model_name_or_path google/electra-small-discriminator \\
         --task conll2003 --data_dir ../shared/data/ner/conll2003 --seeds 1 2 3 4 5 --do_predict \\
@@ -38,15 +38,11 @@ from electra_hf.finetuning import FinetuningTask
 from electra_hf.metrics import ENTITY_F1_METRIC, MetricSuite
 from electra_hf.scripts_common import (
     EvalRecorder,
+    finish_one_task,
     first_n,
-    hub_upload,
-    metrics_table,
-    model_load_kwargs,
-    plain_encoder_config,
+    pretrained_model_init,
     seed_summary,
     start_finetuning,
-    summary_rows,
-    write_results_and_end_training,
     write_seed_predictions,
 )
 from electra_hf.seeds import run_with_seeds
@@ -210,11 +206,6 @@ def write_conll_predictions(path: Path, raw, predicted: list[list[str]]) -> None
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def results_markdown(results: dict[str, Any]) -> str:
-    """One row per metric (×100): one column per seed, then the median."""
-    return "\n".join(metrics_table("task", summary_rows(results["task"], results), results["seeds"])) + "\n"
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Parse arguments, fine-tune for every seed; returns the results dict (also written to
     ``<output_dir>/results.json`` and ``results.md``)."""
@@ -258,16 +249,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             lambda path, predicted: write_conll_predictions(path, raw["test"], predicted))
     if setup.accelerator.is_main_process:
         logger.info("median: %s", {k: round(v, 4) for k, v in outcome.median.items() if k in metric_keys and k.count("/") == 1})
-    uploads = []
-    if ft_args.push_to_hub:
-        uploads.append(hub_upload(
-            setup, model_args, ft_args, outcome, repo_id=ft_args.hub_model_id, selected_by=main_metric,
-            task=f"token classification ({task_name})", data=f"{task_name}, tags {' '.join(labels)} ({tag_scheme})",
-            pipeline_tag="token-classification", auto_class="AutoModelForTokenClassification",
-            results_table=results_markdown(results), output_dir=output_dir, dataset_name=data_args.dataset_name))
-        results["hub"] = uploads[-1].summary()
-    write_results_and_end_training(setup.accelerator, output_dir, results, results_markdown(results), logger,
-                                   hub_uploads=uploads)
+    finish_one_task(setup, model_args, ft_args, outcome, results, logger, name_key="task",
+                    dataset_name=data_args.dataset_name, selected_by=main_metric,
+                    task=f"token classification ({task_name})", data=f"{task_name}, tags {' '.join(labels)} ({tag_scheme})",
+                    pipeline_tag="token-classification", auto_class="AutoModelForTokenClassification")
     return results
 
 
@@ -319,12 +304,8 @@ def token_classifier_init(setup, model_args, labels: list[str]):
     from transformers import AutoModelForTokenClassification
 
     label2id, id2label = label_maps(labels)
-    overrides: dict[str, Any] = dict(num_labels=len(labels), id2label=id2label, label2id=label2id)
-    if model_args.classifier_dropout is not None:
-        overrides["classifier_dropout"] = model_args.classifier_dropout
-    config = plain_encoder_config(setup.base_config, **overrides)
-    load_kwargs = model_load_kwargs(model_args)
-    return lambda: AutoModelForTokenClassification.from_pretrained(setup.model_path, config=config, **load_kwargs)
+    return pretrained_model_init(AutoModelForTokenClassification, setup, model_args, num_labels=len(labels),
+                                 id2label=id2label, label2id=label2id)
 
 
 if __name__ == "__main__":

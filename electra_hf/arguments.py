@@ -248,7 +248,7 @@ class FinetuningModelArguments:
     """Which checkpoint and tokenizer to fine-tune (the arguments every fine-tuning script takes)."""
 
     model_name_or_path: str = field(
-        metadata={"help": "An ELECTRA discriminator: a local export folder, a train_pretrain.py output folder (its "
+        metadata={"help": "An ELECTRA discriminator or another encoder: a local export folder, a train_pretrain.py output folder (its "
                           "export/) or checkpoint, or a Hub id (e.g. google/electra-small-discriminator)."})
     tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer, if not the model's own."})
     classifier_dropout: float | None = field(
@@ -310,26 +310,30 @@ class _PretrainingModelBase:
                 "(eager attention with cheaper dropout masks, electra_hf.performance) and 'sdpa' elsewhere."})
     gradient_checkpointing: bool = field(
         default=False, metadata={"help": "Recompute activations in backward (less memory, about a third slower)."})
-    torch_compile: bool = field(
-        default=False, metadata={"help": "Compile the training step with torch.compile (electra_hf.performance.compile_for_training)."})
-    torch_compile_scope: str = field(default="layers", metadata={
-        "help": "With --torch_compile: 'layers' (each transformer layer and embedding block) or 'model' (the whole "
-                "training forward and backward; with --torch_compile_mode reduce-overhead replayed as CUDA graphs)."})
+    torch_compile: bool | None = field(default=None, metadata={
+        "nargs": "?", "const": True,  # a bare --torch_compile means true, as for the bool flags
+        "help": "Compile the training step with torch.compile. None: on one CUDA GPU the whole step, replayed as "
+                "CUDA graphs; elsewhere eager (electra_hf.performance.training_compilation). true/false force it."})
+    torch_compile_scope: str | None = field(default=None, metadata={
+        "help": "'layers' (each transformer layer and embedding block) or 'model' (the whole training forward and "
+                "backward). None: 'model' on CUDA, 'layers' elsewhere. Giving it compiles unless --torch_compile false."})
     torch_compile_mode: str | None = field(default=None, metadata={
-        "help": "With --torch_compile: torch.compile's mode (None: its default; 'reduce-overhead': CUDA graphs)."})
+        "help": "torch.compile's mode ('reduce-overhead': CUDA graphs). None: 'reduce-overhead' for the automatic "
+                "choice, torch's default otherwise. Giving it compiles unless --torch_compile false."})
 
     def __post_init__(self):
         if self.preset not in PRESETS:
             raise ValueError(f"--preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
-        if self.torch_compile_mode and not self.torch_compile:
-            raise ValueError("--torch_compile_mode needs --torch_compile")
+        if self.torch_compile is False and (self.torch_compile_mode or self.torch_compile_scope):
+            raise ValueError("--torch_compile_mode and --torch_compile_scope choose how to compile; drop them or "
+                             "--torch_compile false")
         if self.shared_embeddings_from not in (None, "generator", "discriminator"):
             raise ValueError(f"--shared_embeddings_from must be 'generator' or 'discriminator', got "
                              f"{self.shared_embeddings_from!r}")
         if self.config_name_or_path and (self.model_name_or_path or self.generator_name_or_path):
             raise ValueError("--config_name_or_path describes a model to start from random weights; a continued run "
                              "takes its config from the checkpoints it starts from")
-        if self.torch_compile_scope not in ("layers", "model"):
+        if self.torch_compile_scope not in (None, "layers", "model"):
             raise ValueError(f"--torch_compile_scope must be 'layers' or 'model', got {self.torch_compile_scope!r}")
 
     def config_overrides(self) -> dict[str, Any]:

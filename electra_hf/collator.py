@@ -2,8 +2,10 @@
 
 Official rule (google-research/electra `pretrain_helpers.mask`):
 - candidates: every non-padding token except [CLS], [SEP] and [MASK];
-- per sequence, `max(1, min(N, round(num_tokens * mask_prob)))` positions, where num_tokens
-  counts all non-padding tokens and N is the max number of predictions per sequence;
+- per sequence, `max(1, min(N, round(num_tokens * mask_prob)))` draws of a position, where
+  num_tokens counts all non-padding tokens and N is the max number of predictions per sequence;
+  the draws are with replacement, so duplicates collapse (`mask_with_replacement=False` draws
+  that many distinct positions);
 - of the chosen positions 85% become [MASK], 15% keep the original token, none is replaced by
   a random token (BERT's 80/10/10 is available with `mask_token_prob=0.8, random_token_prob=0.1`).
 - a new mask every time a sequence is seen.
@@ -44,6 +46,7 @@ class DataCollatorForElectra:
         mask_prob: fraction of tokens selected (official 0.15; 0.25 for Large).
         mask_token_prob: fraction of the selected replaced by [MASK] (official 0.85).
         random_token_prob: fraction of the selected replaced by a random token (official 0).
+        mask_with_replacement: draw positions with replacement (official) or distinct ones.
         max_predictions_per_seq: N. None → the official formula at `max_seq_length` (or at the
             padded length when `max_seq_length` is None too).
         max_seq_length: the pre-training sequence length N is derived from.
@@ -56,6 +59,7 @@ class DataCollatorForElectra:
     mask_prob: float = 0.15
     mask_token_prob: float = 0.85
     random_token_prob: float = 0.0
+    mask_with_replacement: bool = True
     max_predictions_per_seq: int | None = None
     max_seq_length: int | None = None
     pad_to_multiple_of: int | None = None
@@ -100,9 +104,10 @@ class DataCollatorForElectra:
     @classmethod
     def from_config(cls, tokenizer: PreTrainedTokenizerBase, config, **kwargs: Any) -> "DataCollatorForElectra":
         """The collator of a pre-training config: its masking fields (`mask_prob`,
-        `mask_token_prob`, `random_token_prob`, `max_predictions_per_seq`, `max_seq_length`);
-        `kwargs` set the rest (`seed`, `process_index`, `pad_to_multiple_of`)."""
-        fields = ("mask_prob", "mask_token_prob", "random_token_prob", "max_predictions_per_seq", "max_seq_length")
+        `mask_token_prob`, `random_token_prob`, `mask_with_replacement`, `max_predictions_per_seq`,
+        `max_seq_length`); `kwargs` set the rest (`seed`, `process_index`, `pad_to_multiple_of`)."""
+        fields = ("mask_prob", "mask_token_prob", "random_token_prob", "mask_with_replacement",
+                  "max_predictions_per_seq", "max_seq_length")
         return cls(tokenizer, **{name: getattr(config, name) for name in fields}, **kwargs)
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
@@ -176,12 +181,10 @@ class DataCollatorForElectra:
         num_to_predict = torch.round(num_tokens.float() * self.mask_prob).long().clamp(min=1, max=max_predictions)
         num_to_predict = torch.minimum(num_to_predict, candidates.sum(dim=1))
 
-        # A uniformly random subset of `num_to_predict` candidates per row: the top-k of random scores.
-        scores = torch.rand(batch_size, length, generator=generator)
-        scores.masked_fill_(~candidates, -1.0)
-        order = scores.argsort(dim=1, descending=True)
-        take = torch.arange(length).unsqueeze(0) < num_to_predict.unsqueeze(1)
-        selected = torch.zeros_like(candidates).scatter(1, order, take)
+        if self.mask_with_replacement:
+            selected = self._draw_with_replacement(candidates, num_to_predict, max_predictions, generator)
+        else:
+            selected = self._draw_distinct(candidates, num_to_predict, generator)
 
         labels = torch.where(selected, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
         decision = torch.rand(batch_size, length, generator=generator)
@@ -192,3 +195,26 @@ class DataCollatorForElectra:
             random_ids = torch.randint(self.vocab_size, (batch_size, length), generator=generator)
             masked_ids = torch.where(use_random, random_ids, masked_ids)
         return masked_ids, labels
+
+    @staticmethod
+    def _draw_with_replacement(candidates, num_to_predict, max_predictions, generator) -> torch.Tensor:
+        """The official draw: N positions uniform over a row's candidates, the first
+        `num_to_predict` kept; a position drawn twice is selected once."""
+        weights = candidates.float()
+        weights[candidates.sum(dim=1) == 0] = 1.0  # rows with nothing to draw keep none of their draws
+        draws = torch.multinomial(weights, max_predictions, replacement=True, generator=generator)
+        keep = torch.arange(max_predictions).unsqueeze(0) < num_to_predict.unsqueeze(1)
+        rows = torch.arange(len(draws)).unsqueeze(1).expand_as(draws)
+        selected = torch.zeros_like(candidates)
+        selected[rows[keep], draws[keep]] = True
+        return selected
+
+    @staticmethod
+    def _draw_distinct(candidates, num_to_predict, generator) -> torch.Tensor:
+        """A uniformly random subset of `num_to_predict` candidates per row: the top-k of random scores."""
+        batch_size, length = candidates.shape
+        scores = torch.rand(batch_size, length, generator=generator)
+        scores.masked_fill_(~candidates, -1.0)
+        order = scores.argsort(dim=1, descending=True)
+        take = torch.arange(length).unsqueeze(0) < num_to_predict.unsqueeze(1)
+        return torch.zeros_like(candidates).scatter(1, order, take)

@@ -29,7 +29,7 @@ SAMPLING_METHODS = ("categorical", "gumbel")
 # The pre-training fields of `ElectraPretrainingConfig` (besides the two networks' configs).
 PRETRAINING_FIELDS = (
     "generator_size_ratio", "generator_depth_ratio", "objective", "embedding_sharing", "mask_prob", "mask_token_prob", "random_token_prob",
-    "max_seq_length", "max_predictions_per_seq", "generator_loss_weight", "discriminator_loss_weight",
+    "mask_with_replacement", "max_seq_length", "max_predictions_per_seq", "generator_loss_weight", "discriminator_loss_weight",
     "sampling_temperature", "sampling_method", "compute_metrics",
 )
 
@@ -54,49 +54,33 @@ _DEBERTA_V3_NETWORK = dict(
 #: DeBERTa-v2 pair given as checkpoints.
 DEBERTA_V3_RTD = dict(
     generator_size_ratio=1.0, generator_depth_ratio=0.5, embedding_sharing="gdes", mask_token_prob=1.0,
-    discriminator_loss_weight=10.0, max_seq_length=512,
+    mask_with_replacement=False, discriminator_loss_weight=10.0, max_seq_length=512,
 )
+
+def _electra_preset(hidden: int, layers: int, heads: int, embedding: int, generator_size_ratio: float,
+                    **rtd: Any) -> dict[str, Any]:
+    """A preset of the ELECTRA family: the discriminator's width, depth, attention heads and
+    embedding width (feed-forward 4 × width), the generator's width ratio and RTD fields."""
+    return dict(discriminator=dict(embedding_size=embedding, hidden_size=hidden, num_hidden_layers=layers,
+                                   num_attention_heads=heads, intermediate_size=4 * hidden),
+                generator_size_ratio=generator_size_ratio, **rtd)
+
 
 # The official sizes (paper Table 6 / official configure_pretraining.py) and small CPU presets.
 # Each entry: discriminator ElectraConfig fields, generator ratio, RTD fields.
 PRESETS: dict[str, dict[str, Any]] = {
     # For tests and CPU demos: a few seconds per hundred steps on 2 cores.
-    "tiny": dict(
-        discriminator=dict(embedding_size=64, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                           intermediate_size=256),
-        generator_size_ratio=0.5,
-    ),
+    "tiny": _electra_preset(hidden=64, layers=2, heads=2, embedding=64, generator_size_ratio=0.5),
     # Big enough to learn something real in an hour of CPU.
-    "mini": dict(
-        discriminator=dict(embedding_size=128, hidden_size=128, num_hidden_layers=4, num_attention_heads=2,
-                           intermediate_size=512),
-        generator_size_ratio=0.25,
-    ),
-    "small": dict(
-        discriminator=dict(embedding_size=128, hidden_size=256, num_hidden_layers=12, num_attention_heads=4,
-                           intermediate_size=1024),
-        generator_size_ratio=0.25,
-    ),
+    "mini": _electra_preset(hidden=128, layers=4, heads=2, embedding=128, generator_size_ratio=0.25),
+    "small": _electra_preset(hidden=256, layers=12, heads=4, embedding=128, generator_size_ratio=0.25),
     # The released ELECTRA-Small++: generator as wide as the discriminator, trained at length 512.
-    "small++": dict(
-        discriminator=dict(embedding_size=128, hidden_size=256, num_hidden_layers=12, num_attention_heads=4,
-                           intermediate_size=1024),
-        generator_size_ratio=1.0,
-        max_seq_length=512,
-    ),
-    "base": dict(
-        discriminator=dict(embedding_size=768, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                           intermediate_size=3072),
-        generator_size_ratio=1 / 3,
-        max_seq_length=512,
-    ),
-    "large": dict(
-        discriminator=dict(embedding_size=1024, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-                           intermediate_size=4096),
-        generator_size_ratio=0.25,
-        mask_prob=0.25,
-        max_seq_length=512,
-    ),
+    "small++": _electra_preset(hidden=256, layers=12, heads=4, embedding=128, generator_size_ratio=1.0,
+                               max_seq_length=512),
+    "base": _electra_preset(hidden=768, layers=12, heads=12, embedding=768, generator_size_ratio=1 / 3,
+                            max_seq_length=512),
+    "large": _electra_preset(hidden=1024, layers=24, heads=16, embedding=1024, generator_size_ratio=0.25,
+                             mask_prob=0.25, max_seq_length=512),
     # DeBERTa-v3 (He, Gao & Chen 2021; microsoft/DeBERTa experiments/language_model/rtd_*.json):
     # relative attention, no absolute positions or segments, a generator as wide as the
     # discriminator and half as deep, gradient-disentangled embedding sharing.
@@ -189,6 +173,10 @@ class ElectraPretrainingConfig(PreTrainedConfig):
             (DeBERTa-v3: 1.0).
         random_token_prob (`float`, defaults to 0.0): of the selected, fraction replaced by a
             random token (official ELECTRA: 0, BERT: 0.1). The rest keep the original token.
+        mask_with_replacement (`bool`, defaults to True): draw the selected positions with
+            replacement, as the official code does (duplicates collapse: about 17.6 distinct
+            positions of 19 draws on a full 128-token sequence). False: exactly that many distinct
+            positions (DeBERTa-v3's rule, and BERT's).
         max_seq_length (`int`, defaults to 128): sequence length of the pre-training examples (Base,
             Large and DeBERTa-v3: 512).
         max_predictions_per_seq (`int`, *optional*):
@@ -222,6 +210,7 @@ class ElectraPretrainingConfig(PreTrainedConfig):
     mask_prob: float = 0.15
     mask_token_prob: float = 0.85
     random_token_prob: float = 0.0
+    mask_with_replacement: bool = True
     max_seq_length: int = 128
     max_predictions_per_seq: int | None = None
     generator_loss_weight: float = 1.0

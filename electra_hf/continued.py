@@ -74,7 +74,7 @@ class CheckpointSource:
         if config_file.is_file() and json.loads(config_file.read_text()).get("model_type") == \
                 ElectraPretrainingConfig.model_type:
             return cls(checkpoint=str(folder))
-        hint = (f" (a train_pretrain.py run folder: give its export/ or a checkpoints/step_N)"
+        hint = (" (a train_pretrain.py run folder: give its export/ or a checkpoints/step_N)"
                 if (folder / "checkpoints").is_dir() else "")
         raise ValueError(f"--model_name_or_path {model_name_or_path}: neither an electra_hf checkpoint (a config.json of "
                          f"model_type {ElectraPretrainingConfig.model_type!r}) nor an export folder (generator/ and "

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel, PreTrainedModel
 
-from .backbones import backbone_for, gather_positions
+from .backbones import backbone_for
 from .configuration import ElectraPretrainingConfig
 
 IGNORE_INDEX = -100
@@ -158,9 +158,8 @@ class _CrossEntropyWithProbabilities(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits: torch.Tensor, targets: torch.LongTensor):
         log_probs = torch.log_softmax(logits, dim=-1)
-        # Out of place: with an in-place `neg_()` on this (view of a) gathered output, torch.compile
-        # in torch 2.11 cut the losses off the Function, and a whole-model compile trained the
-        # generator with an all-zero gradient (tests/test_sampling.py; benchmarks/check_compiled_gradients.py).
+        # Out of place: torch.compile cuts an in-place `neg_()` on this (view of a) gathered output off
+        # the Function, and the generator then gets an all-zero gradient (tests/test_sampling.py).
         losses = log_probs.gather(1, targets.unsqueeze(1)).squeeze(1).neg()
         probabilities = log_probs.exp_()  # log_probs is not needed any more
         ctx.save_for_backward(probabilities, targets)

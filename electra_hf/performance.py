@@ -110,13 +110,14 @@ def training_compilation(requested: bool | None, device: torch.device, single_pr
     """How a training run compiles its step: `compile_for_training`'s keyword arguments, or None
     (eager).
 
-    `requested` None (the default) compiles on one CUDA device: the whole step (`scope="model"`)
-    replayed as CUDA graphs (`mode="reduce-overhead"`). The eager step of a model ELECTRA's size is
-    bound by the host launching some 2,700 kernels a step, and a graph replays them in one call.
-    Elsewhere the default stays eager: on a CPU compiling gives no measured gain, and distributed
-    engines (DDP, FSDP, DeepSpeed) have not been checked with CUDA graphs. `requested` True (or a
-    `scope`/`mode` given) compiles with `scope` (default: "model" on CUDA, "layers" elsewhere) and
-    `mode`; False: eager.
+    `requested` None (the default) compiles on one CUDA device (`single_process`: one process, no
+    distributed engine): the whole step (`scope="model"`) replayed as CUDA graphs
+    (`mode="reduce-overhead"`). The eager step of a model ELECTRA's size is bound by the host
+    launching some 2,700 kernels a step, and a graph replays them in one call. Elsewhere the
+    default stays eager: on a CPU compiling gives no measured gain, and with distributed engines
+    (DDP, FSDP, DeepSpeed) CUDA graphs are unverified, so such a run asks for them explicitly.
+    `requested` True (or a `scope`/`mode` given) compiles with `scope` (default: "model" on CUDA,
+    "layers" elsewhere) and `mode`; False: eager.
     """
     on_cuda = torch.device(device).type == "cuda"
     if requested is None and scope is None and mode is None:

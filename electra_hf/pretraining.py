@@ -36,7 +36,7 @@ from .export import export_pretrained
 from .hub import push_exports_to_hub
 from .modeling import ElectraForRTDPretraining
 from .optimization import ElectraAdamW, build_scheduler, parameter_groups
-from .performance import compile_for_training, training_attn_implementation
+from .performance import compile_for_training, training_attn_implementation, training_compilation
 from .plotting import plot_pretraining_curves
 from .pretraining_metrics import MetricWindow, evaluate, step_metric_names
 from .training import enable_activation_checkpointing, flatten_for_trackers, log_metrics, train_micro_batch
@@ -110,7 +110,13 @@ def build_run(config, tokenizer, train_dataset, eval_dataset, model_args, train_
         load_initial_weights(model, source, model_args.shared_embeddings_from)
     if model_args.gradient_checkpointing:
         enable_activation_checkpointing(model)
-    train_loader, train_collator = _train_loader(train_dataset, tokenizer, config, train_args, accelerator)
+    # One process without an engine: a one-process FSDP or DeepSpeed run stays eager unless asked.
+    plain_process = accelerator.distributed_type == DistributedType.NO
+    compilation = training_compilation(model_args.torch_compile, accelerator.device, plain_process,
+                                       scope=model_args.torch_compile_scope, mode=model_args.torch_compile_mode)
+    # A whole-model graph is specialised to one shape: every batch is padded to the full length.
+    static_length = config.max_seq_length if compilation and compilation["scope"] == "model" else None
+    train_loader, train_collator = _train_loader(train_dataset, tokenizer, config, train_args, accelerator, static_length)
     eval_loader, eval_collator = _eval_loader(eval_dataset, tokenizer, config, train_args, accelerator)
     learning_rate = train_args.learning_rate or (
         CONTINUED_LEARNING_RATE if source is not None else DEFAULT_LEARNING_RATE.get(model_args.preset, 5e-4))
@@ -128,23 +134,24 @@ def build_run(config, tokenizer, train_dataset, eval_dataset, model_args, train_
     # The model was initialised alike on every process (same seed); from here on each process draws
     # its own dropout and generator samples, or every process would apply the same noise pattern.
     set_seed(train_args.seed, device_specific=True)
-    step_model = model
-    if model_args.torch_compile:
-        compile_kwargs = {"mode": model_args.torch_compile_mode} if model_args.torch_compile_mode else {}
-        step_model = compile_for_training(model, scope=model_args.torch_compile_scope, **compile_kwargs)
+    step_model = compile_for_training(model, **compilation) if compilation else model
+    logger.info("training step: %s", f"compiled {compilation}" if compilation else "eager")
     run = PretrainingRun(accelerator, config, tokenizer, train_args, model, step_model, optimizer, scheduler,
                          train_loader, train_collator, eval_loader, eval_collator, max_steps)
     run.run_config = {**(run_info or {}), "model_config": config.to_dict(), "learning_rate": learning_rate,
-                      "attn_implementation": attn_implementation, "num_processes": accelerator.num_processes,
+                      "attn_implementation": attn_implementation, "compilation": compilation,
+                      "num_processes": accelerator.num_processes,
                       "distributed_type": accelerator.distributed_type.value,
                       "global_batch_size": run.global_batch_size}
     return run
 
 
-def _train_loader(dataset, tokenizer, config, args, accelerator) -> tuple[DataLoader, DataCollatorForElectra]:
+def _train_loader(dataset, tokenizer, config, args, accelerator,
+                  static_length: int | None = None) -> tuple[DataLoader, DataCollatorForElectra]:
+    """`static_length`: pad every batch to it (a multiple of it that no example exceeds)."""
     on_gpu = accelerator.device.type != "cpu"
     collator = DataCollatorForElectra.from_config(tokenizer, config, seed=args.seed, process_index=accelerator.process_index,
-                                                  pad_to_multiple_of=8 if on_gpu else None)
+                                                  pad_to_multiple_of=static_length or (8 if on_gpu else None))
     streaming = not hasattr(dataset, "__len__")
     global_batch = args.per_device_train_batch_size * accelerator.num_processes
     if not streaming and len(dataset) < global_batch:

@@ -28,12 +28,15 @@ class EpochShuffleSampler(Sampler[int]):
     def __len__(self) -> int:
         return self.num_examples
 
+    def epoch_generator(self) -> torch.Generator:
+        """This epoch's random generator, seeded with seed + epoch."""
+        return torch.Generator().manual_seed(self.seed + self.epoch)
+
     def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        yield from torch.randperm(self.num_examples, generator=generator).tolist()
+        yield from torch.randperm(self.num_examples, generator=self.epoch_generator()).tolist()
 
 
-class LengthGroupedSampler(Sampler[int]):
+class LengthGroupedSampler(EpochShuffleSampler):
     """Random order, but examples of similar length end up in the same batch (less padding).
 
     Indices are shuffled (seed + epoch, identical on every process), cut into mega-batches of
@@ -42,21 +45,14 @@ class LengthGroupedSampler(Sampler[int]):
     """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, mega_batch_mult: int = 50):
+        super().__init__(len(lengths), seed)
         self.lengths = list(lengths)
         self.batch_size = batch_size
-        self.seed = seed
         self.mega_batch_mult = mega_batch_mult
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.lengths)
 
     def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        order = torch.randperm(len(self.lengths), generator=generator).tolist()
+        generator = self.epoch_generator()
+        order = torch.randperm(self.num_examples, generator=generator).tolist()
         mega = self.mega_batch_mult * self.batch_size
         batches = []
         for start in range(0, len(order), mega):

@@ -37,6 +37,7 @@ __all__ = [
     "plain_electra_config",
     "plain_encoder_config",
     "model_load_kwargs",
+    "pretrained_model_init",
     "first_n",
     "json_safe",
     "format_metric",
@@ -45,6 +46,7 @@ __all__ = [
     "summary_rows",
     "write_results",
     "write_results_and_end_training",
+    "finish_one_task",
     "hub_repo_id",
     "hub_upload",
     "EvalRecorder",
@@ -177,6 +179,18 @@ def model_load_kwargs(model_args: FinetuningModelArguments) -> dict[str, Any]:
     return kwargs
 
 
+def pretrained_model_init(auto_class, setup: FinetuningSetup, model_args: FinetuningModelArguments,
+                          **config_overrides) -> Callable[[], Any]:
+    """A callable returning a fresh ``auto_class`` model (e.g. ``AutoModelForTokenClassification``)
+    on top of the pre-trained discriminator: its :func:`plain_encoder_config` with
+    ``config_overrides`` and ``--classifier_dropout`` on top, loaded with :func:`model_load_kwargs`."""
+    if model_args.classifier_dropout is not None:
+        config_overrides["classifier_dropout"] = model_args.classifier_dropout
+    config = plain_encoder_config(setup.base_config, **config_overrides)
+    load_kwargs = model_load_kwargs(model_args)
+    return lambda: auto_class.from_pretrained(setup.model_path, config=config, **load_kwargs)
+
+
 def first_n(dataset, n: int | None):
     """The first ``n`` rows of ``dataset`` (all of them when ``n`` is None or larger)."""
     return dataset if n is None or n >= len(dataset) else dataset.select(range(n))
@@ -255,6 +269,23 @@ def write_results_and_end_training(accelerator, output_dir: str | os.PathLike, r
     # Every process returns only once the files exist: a caller (or the next script) may read them.
     accelerator.wait_for_everyone()
     accelerator.end_training()
+
+
+def finish_one_task(setup: FinetuningSetup, model_args: FinetuningModelArguments, ft_args: FinetuningArguments,
+                    outcome, results: dict[str, Any], log: logging.Logger, *, name_key: str, scale: float = 100.0,
+                    dataset_name: str | None = None, **card: str) -> None:
+    """The end of a one-task script (train_tagging.py, train_squad.py): ``results.md`` holds one row
+    per metric of ``results`` (named ``results[name_key]``, values × ``scale``); with
+    ``--push_to_hub`` the best seed goes to ``--hub_model_id`` (:func:`hub_upload`, ``card``: its
+    ``selected_by``, ``task``, ``data``, ``pipeline_tag`` and ``auto_class``) and ``results["hub"]``
+    records the upload; then :func:`write_results_and_end_training`."""
+    markdown = "\n".join(metrics_table(name_key, summary_rows(results[name_key], results), results["seeds"], scale)) + "\n"
+    uploads = []
+    if ft_args.push_to_hub:
+        uploads.append(hub_upload(setup, model_args, ft_args, outcome, repo_id=ft_args.hub_model_id, results_table=markdown,
+                                  output_dir=ft_args.output_dir, dataset_name=dataset_name, **card))
+        results["hub"] = uploads[-1].summary()
+    write_results_and_end_training(setup.accelerator, ft_args.output_dir, results, markdown, log, hub_uploads=uploads)
 
 
 def hub_repo_id(ft_args: FinetuningArguments, task_name: str, several_tasks: bool) -> str:

@@ -66,9 +66,9 @@ def init_trackers(accelerator, args, *other_args: Any) -> None:
 
 
 def enable_activation_checkpointing(model) -> None:
-    """Recompute activations in the backward pass. transformers 5.25 renamed
-    `gradient_checkpointing_enable` to `activation_checkpointing_enable` (the old name is a
-    deprecated alias until v6); the releases before 5.25 have only the old name."""
+    """Recompute activations in the backward pass: `activation_checkpointing_enable` where
+    transformers has it (>= 5.25), `gradient_checkpointing_enable` (a deprecated alias there)
+    before (tests/test_upstream.py tells when the old name goes)."""
     enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
     enable()
 

@@ -6,6 +6,7 @@ Everything here is small enough for a 2-core CPU (vocab ~100, hidden 32-64, 2 la
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -70,26 +71,88 @@ def tokenize_sentences(tokenizer, sentences=SAMPLE_SENTENCES, pairs=True) -> lis
     ]
 
 
-def build_tiny_discriminator(directory, texts, vocab_size: int = 400, lowercase: bool = True,
-                             max_positions: int = 128):
-    """A WordPiece tokenizer trained on `texts` (electra_hf.data's trainer) and a random tiny
-    ElectraForPreTraining (hidden 32, 2 layers), saved to `directory` like an export."""
-    from pathlib import Path
-
+def save_tiny_discriminator(directory, tokenizer, vocab_size: int | None = None, max_positions: int = 128):
+    """A random tiny ElectraForPreTraining (hidden 32, 2 layers) saved with `tokenizer` to
+    `directory`, like an export; `vocab_size` sets the model's vocabulary apart from the
+    tokenizer's (to test the mismatch check)."""
     from transformers import ElectraConfig, ElectraForPreTraining
 
-    from electra_hf.data import train_wordpiece_tokenizer
-
     directory = Path(directory)
-    tokenizer = train_wordpiece_tokenizer(texts, vocab_size=vocab_size, lowercase=lowercase, min_frequency=0,
-                                          show_progress=False)
     torch.manual_seed(0)
-    config = ElectraConfig(vocab_size=len(tokenizer), embedding_size=32, hidden_size=32, num_hidden_layers=2,
-                           num_attention_heads=2, intermediate_size=64, max_position_embeddings=max_positions)
+    config = ElectraConfig(vocab_size=vocab_size or len(tokenizer), embedding_size=32, hidden_size=32,
+                           num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                           max_position_embeddings=max_positions)
     directory.mkdir(parents=True, exist_ok=True)
     ElectraForPreTraining(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+def build_tiny_discriminator(directory, texts, vocab_size: int = 400, lowercase: bool = True,
+                             max_positions: int = 128):
+    """A WordPiece tokenizer trained on `texts` (electra_hf.data's trainer) and a random tiny
+    ElectraForPreTraining (hidden 32, 2 layers), saved to `directory` like an export."""
+    from electra_hf.data import train_wordpiece_tokenizer
+
+    tokenizer = train_wordpiece_tokenizer(texts, vocab_size=vocab_size, lowercase=lowercase, min_frequency=0,
+                                          show_progress=False)
+    return save_tiny_discriminator(directory, tokenizer, max_positions=max_positions)
+
+
+GLUE_DIR = Path(os.environ.get("ELECTRA_HF_GLUE_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"))
+
+
+def build_glue_discriminator(directory, sst2_sentences: int, vocab_size: int, min_frequency: int = 2,
+                             model_vocab_size: int | None = None):
+    """A lowercased WordPiece vocabulary (tokenizers' BertWordPieceTokenizer, read back as a
+    BertTokenizer) trained on the first `sst2_sentences` SST-2 and 199 MRPC training sentences,
+    saved with a random tiny ElectraForPreTraining (:func:`save_tiny_discriminator`)."""
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertTokenizer
+
+    directory = Path(directory)
+    sst2 = (GLUE_DIR / "SST-2" / "train.tsv").read_text(encoding="utf-8").splitlines()[1:1 + sst2_sentences]
+    mrpc = (GLUE_DIR / "MRPC" / "train.tsv").read_text(encoding="utf-8-sig").splitlines()[1:200]
+    texts = [line.split("\t")[0] for line in sst2] + [line.split("\t")[-1] for line in mrpc]
+    wordpiece = BertWordPieceTokenizer(lowercase=True)
+    wordpiece.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=min_frequency,
+                                  special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    directory.mkdir(parents=True, exist_ok=True)
+    wordpiece.save_model(str(directory))
+    tokenizer = BertTokenizer(vocab=str(directory / "vocab.txt"), do_lower_case=True)
+    return save_tiny_discriminator(directory, tokenizer, vocab_size=model_vocab_size)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    """A tiny discriminator with a WordPiece vocabulary of SST-2 sentences, saved to a folder."""
+    return build_glue_discriminator(tmp_path_factory.mktemp("tiny_electra"), sst2_sentences=599, vocab_size=400,
+                                    min_frequency=1)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_dir)
+
+
+GUTENBERG = Path(os.environ.get("ELECTRA_HF_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "data" / \
+    "corpus" / "gutenberg" / "gutenberg_05.txt.gz"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """~4,000 lines of real English prose (one book chunk), documents split at blank lines."""
+    import gzip
+
+    if not GUTENBERG.is_file():
+        pytest.skip(f"shared corpus not found at {GUTENBERG}")
+    path = tmp_path_factory.mktemp("corpus") / "slice.txt"
+    with gzip.open(GUTENBERG, "rt", encoding="utf-8") as source:
+        lines = [next(source) for _ in range(4000)]
+    path.write_text("".join(lines), encoding="utf-8")
+    return path
 
 
 @pytest.fixture(autouse=True)
@@ -118,8 +181,6 @@ class {class_name}(evaluate.Metric):
 def write_local_metric(directory, value_type: str = "int64") -> str:
     """An `evaluate` metric folder (``<directory>/mean_prediction/mean_prediction.py``) that reports
     ``mean_prediction``, an ``accuracy`` of -1 (a key clash) and a list (not a number); returns its path."""
-    from pathlib import Path
-
     folder = Path(directory) / "mean_prediction"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "mean_prediction.py").write_text(LOCAL_METRIC_SCRIPT.format(class_name="MeanPrediction",
@@ -142,7 +203,6 @@ class StandInHfApi:
 
     def upload_folder(self, **kwargs):
         import shutil
-        from pathlib import Path
 
         copy = Path(self.uploads_dir) / str(len(self.calls))
         shutil.copytree(kwargs["folder_path"], copy)
@@ -181,10 +241,21 @@ def labelled_sentences(n: int, seed: int = 0) -> list[tuple[str, str, float]]:
     return rows
 
 
+def write_text_file(path, text: str):
+    """Write ``text`` as UTF-8 to ``path``, gzip-compressed when its name ends in ``.gz``; returns the path."""
+    import gzip
+
+    if str(path).endswith(".gz"):
+        with gzip.open(path, "wt", encoding="utf-8") as handle:
+            handle.write(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
 def write_table(path, header: list[str], rows: list, delimiter: str = ",") -> str:
     """A CSV (or, with ``delimiter="\\t"``, TSV) file with a header line; returns its path."""
     import csv
-    from pathlib import Path
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -200,7 +271,6 @@ def load_script(name: str):
     and HfArgumentParser resolve the annotations through it)."""
     import importlib.util
     import sys
-    from pathlib import Path
 
     path = Path(__file__).resolve().parents[1] / f"{name}.py"
     loaded = sys.modules.get(name)

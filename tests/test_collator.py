@@ -31,8 +31,10 @@ def test_official_max_predictions():
     assert official_max_predictions(0.25, 512) == 130
 
 
-def test_exact_count_formula_and_specials_never_chosen(tiny_tokenizer):
-    collator = DataCollatorForElectra(tiny_tokenizer, max_seq_length=128, seed=1)
+@pytest.mark.parametrize("with_replacement", [False, True])
+def test_count_formula_and_specials_never_chosen(tiny_tokenizer, with_replacement):
+    """Distinct draws select exactly the official count; draws with replacement at most that many."""
+    collator = DataCollatorForElectra(tiny_tokenizer, max_seq_length=128, seed=1, mask_with_replacement=with_replacement)
     examples = random_examples(tiny_tokenizer, 400)
     for start in range(0, len(examples), 50):
         features = examples[start : start + 50]
@@ -42,7 +44,10 @@ def test_exact_count_formula_and_specials_never_chosen(tiny_tokenizer):
         for row, feature in enumerate(features):
             num_tokens = len(feature["input_ids"])
             expected = max(1, min(19, round(num_tokens * 0.15)))  # Python round: half to even, as tf.round
-            assert int(selected[row].sum()) == expected
+            if with_replacement:
+                assert 1 <= int(selected[row].sum()) <= expected
+            else:
+                assert int(selected[row].sum()) == expected
         # labels hold the original ids; specials and padding never selected
         assert torch.equal(batch["labels"][selected], original[selected])
         chosen_ids = original[selected]
@@ -53,8 +58,28 @@ def test_exact_count_formula_and_specials_never_chosen(tiny_tokenizer):
         assert torch.equal(batch["input_ids"][~selected], original[~selected])
 
 
+def test_draws_with_replacement_collapse_duplicates_as_the_official_code(tiny_tokenizer):
+    """19 uniform draws over C candidates select C·(1 − (1 − 1/C)^19) distinct positions on average
+    (about 17.6 on a full 128-token sequence)."""
+    collator = DataCollatorForElectra(tiny_tokenizer, max_seq_length=128, seed=4)
+    examples = random_examples(tiny_tokenizer, 2000, min_len=128, max_len=128, seed=5)
+    distinct, expected = [], []
+    for start in range(0, len(examples), 200):
+        features = examples[start : start + 200]
+        batch = collator(features)
+        original = collator.pad(features)["input_ids"]
+        specials = torch.tensor([tiny_tokenizer.cls_token_id, tiny_tokenizer.sep_token_id, tiny_tokenizer.mask_token_id])
+        candidates = (~torch.isin(original, specials)).sum(dim=1).double()
+        distinct += (batch["labels"] != IGNORE_INDEX).sum(dim=1).tolist()
+        expected += (candidates * (1 - (1 - 1 / candidates) ** 19)).tolist()
+    mean, want = sum(distinct) / len(distinct), sum(expected) / len(expected)
+    assert 17.0 < want < 18.0
+    assert mean == pytest.approx(want, abs=0.1)  # the standard error of the mean is about 0.02
+
+
 def test_mask_keep_split_statistics(tiny_tokenizer):
-    collator = DataCollatorForElectra(tiny_tokenizer, max_seq_length=128, seed=2)
+    # distinct draws, so that exactly 15% of the tokens are selected
+    collator = DataCollatorForElectra(tiny_tokenizer, max_seq_length=128, seed=2, mask_with_replacement=False)
     masked_count = kept_count = other = total_selected = 0
     examples = random_examples(tiny_tokenizer, 1000, min_len=100, max_len=128, seed=3)
     token_count = 0

@@ -18,7 +18,7 @@ from electra_hf.export import export_pretrained
 from electra_hf.modeling import ElectraForRTDPretraining
 
 from .conftest import save_plain_pair, tiny_family_config
-from .test_scripts_pretrain import corpus, read_metrics, train_rows  # noqa: F401  (corpus: a fixture)
+from .test_scripts_pretrain import read_metrics, train_rows
 
 PAIRS = {  # name: (family, top-level overrides)
     "electra-1:1": ("electra", {"generator_size_ratio": 1.0}),

@@ -12,7 +12,7 @@ from electra_hf.modeling import ElectraForRTDPretraining
 from electra_hf.optimization import ElectraAdamW, build_scheduler, parameter_groups
 
 from .conftest import tiny_config, tokenize_sentences
-from .test_scripts_pretrain import corpus, read_metrics, tiny_args, train_pretrain, train_rows  # noqa: F401 (fixture)
+from .test_scripts_pretrain import read_metrics, tiny_args, train_pretrain, train_rows
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -442,6 +442,26 @@ def test_validation_split_is_carved_at_a_document_boundary(tmp_path):
     assert raw["validation"]["text"] == ["held out", ""] and len(raw["train"]) == total
 
 
+# One malformed file per row: (file name, bytes, what the error says).
+MALFORMED_FILES = [
+    ("empty.txt", b"", r"empty\.txt: the file is empty"),
+    ("blank.txt", b"\n  \n\n", r"blank\.txt: the file contains no text"),
+    ("bad.txt", b"fine\nalso fine\nbad \xff byte\n", r"bad\.txt: invalid UTF-8 at line 3 \(byte offset 19"),
+    ("bad.txt.gz", gzip.compress(b"ok\n" * 100_000 + b"\xc3(\n"), r"bad\.txt\.gz: invalid UTF-8 at line 100001"),
+    ("notgz.txt.gz", b"plain text, not gzip\n", r"notgz\.txt\.gz: cannot read"),
+    ("col.jsonl", b'{"text": "ok"}\n{"body": "no text field"}\n', r"col\.jsonl: line 2: no 'text' field"),
+    ("badjson.jsonl", b'{"text": "ok"}\n{"text": oops}\n', r"badjson\.jsonl: line 2: invalid JSON"),
+    ("badutf.jsonl", b'{"text": "ok"}\n{"text": "\xe9"}\n', r"badutf\.jsonl: invalid UTF-8 at line 2"),
+]
+
+
+@pytest.mark.parametrize("name, content, message", MALFORMED_FILES, ids=[name for name, _, _ in MALFORMED_FILES])
+def test_a_malformed_file_is_named_in_its_error(tmp_path, name, content, message):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(ValueError, match=message):
+        read_rows(tmp_path, [tmp_path / name])
+
+
 def test_bad_inputs_raise_clear_errors(tmp_path):
     def load(files, **kwargs):
         return read_rows(tmp_path, files, **kwargs)
@@ -452,31 +472,6 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
         load([tmp_path / "*.nothing"])
     with pytest.raises(IsADirectoryError, match="directory"):
         load([tmp_path])
-    (tmp_path / "empty.txt").write_text("")
-    with pytest.raises(ValueError, match=r"empty\.txt: the file is empty"):
-        load([tmp_path / "empty.txt"])
-    (tmp_path / "blank.txt").write_text("\n  \n\n")
-    with pytest.raises(ValueError, match=r"blank\.txt: the file contains no text"):
-        load([tmp_path / "blank.txt"])
-    (tmp_path / "bad.txt").write_bytes(b"fine\nalso fine\nbad \xff byte\n")
-    with pytest.raises(ValueError, match=r"bad\.txt: invalid UTF-8 at line 3 \(byte offset 19"):
-        load([tmp_path / "bad.txt"])
-    with gzip.open(tmp_path / "bad.txt.gz", "wb") as f:
-        f.write(b"ok\n" * 100_000 + b"\xc3(\n")
-    with pytest.raises(ValueError, match=r"bad\.txt\.gz: invalid UTF-8 at line 100001"):
-        load([tmp_path / "bad.txt.gz"])
-    (tmp_path / "notgz.txt.gz").write_bytes(b"plain text, not gzip\n")
-    with pytest.raises(ValueError, match=r"notgz\.txt\.gz: cannot read"):
-        load([tmp_path / "notgz.txt.gz"])
-    (tmp_path / "col.jsonl").write_text('{"text": "ok"}\n{"body": "no text field"}\n')
-    with pytest.raises(ValueError, match=r"col\.jsonl: line 2: no 'text' field"):
-        load([tmp_path / "col.jsonl"])
-    (tmp_path / "badjson.jsonl").write_text('{"text": "ok"}\n{"text": oops}\n')
-    with pytest.raises(ValueError, match=r"badjson\.jsonl: line 2: invalid JSON"):
-        load([tmp_path / "badjson.jsonl"])
-    (tmp_path / "badutf.jsonl").write_bytes(b'{"text": "ok"}\n{"text": "\xe9"}\n')
-    with pytest.raises(ValueError, match=r"badutf\.jsonl: invalid UTF-8 at line 2"):
-        load([tmp_path / "badutf.jsonl"])
     pq.write_table(pa.table({"body": ["a"]}), tmp_path / "col.parquet")
     with pytest.raises(ValueError, match=r"col\.parquet: no column 'text'"):
         load([tmp_path / "col.parquet"])

@@ -1,6 +1,6 @@
 """Scale-out, verified on the CPU with 2 real processes (gloo): DDP, DeepSpeed ZeRO-2/3, FSDP.
 
-How the runs are launched (see ../shared/platform-notes.md and the README's "Scaling out"): DDP
+How the runs are launched (see ../shared/platform-notes.md and docs/scaling.md): DDP
 with `accelerate launch --config_file accelerate_configs/cpu_ddp_2proc.yaml` (the default-run
 tests), `torchrun --nproc_per_node 2` and `ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu`
 (slow test); DeepSpeed with the repository's deepspeed_zero{2,3}.yaml as the README gives them
@@ -14,9 +14,10 @@ installing test-only instruments, switched on by environment variables:
 
 - ELECTRA_TEST_RECORD=<dir>: every collator call appends, per process, the dataset indices of
   its examples, the positions it masked and a fingerprint of the process's global RNG state.
-- ELECTRA_TEST_FULL_LENGTH=1: keep only full-length training examples (every row then has the
-  same number of tokens and of masked positions, so the mean over one process's half of a
-  global batch, averaged over the processes, is exactly the mean over the global batch).
+- ELECTRA_TEST_FULL_LENGTH=1: keep only full-length training examples, and draw distinct masked
+  positions (every row then has the same number of tokens and of masked positions, so the mean
+  over one process's half of a global batch, averaged over the processes, is exactly the mean
+  over the global batch).
 - ELECTRA_TEST_PER_EXAMPLE_MASKS=1: masks drawn per example from (seed, epoch, example index)
   instead of (seed, process, epoch, batch index): the same example gets the same mask whatever
   the number of processes (the library draws per process, which is correct but not comparable).
@@ -47,7 +48,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.test_scripts_pretrain import REPO, corpus, read_metrics, tiny_args  # noqa: F401 (corpus: a fixture)
+from tests.conftest import GLUE_DIR, build_glue_discriminator
+from tests.test_scripts_pretrain import REPO, read_metrics, tiny_args
 
 from electra_hf import training
 from electra_hf.arguments import PretrainingArguments
@@ -56,6 +58,14 @@ from electra_hf.checkpoints import STATE_FILE, list_checkpoints
 CONFIGS = REPO / "accelerate_configs"
 HAS_DEEPSPEED = importlib.util.find_spec("deepspeed") is not None
 needs_deepspeed = pytest.mark.skipif(not HAS_DEEPSPEED, reason="pip install 'electra_hf[deepspeed]'")
+
+
+def zero_launches(test):
+    """Marks a test that launches 2 CPU processes under DeepSpeed ZeRO-2 and ZeRO-3 (its `stage`
+    argument): multiprocess, slow, skipped without DeepSpeed."""
+    for mark in (pytest.mark.parametrize("stage", [2, 3]), needs_deepspeed, pytest.mark.slow, pytest.mark.multiprocess):
+        test = mark(test)
+    return test
 
 HARNESS = r'''
 import hashlib, json, os, sys
@@ -116,6 +126,8 @@ def per_example_masks(self, features, indices):
 
 
 def call(self, features):
+    if env("ELECTRA_TEST_FULL_LENGTH"):
+        self.mask_with_replacement = False  # distinct draws: the same number of masked positions in every row
     features = [dict(f) for f in features]
     indices = [f.pop("example_index") for f in features]
     if env("ELECTRA_TEST_PER_EXAMPLE_MASKS"):
@@ -454,10 +466,7 @@ def test_ddp_resume_with_the_library_masks_and_dropout(corpus, tmp_path):
 # ------------------------------------------------------------------------------------------
 # DeepSpeed
 # ------------------------------------------------------------------------------------------
-@pytest.mark.multiprocess
-@pytest.mark.slow
-@needs_deepspeed
-@pytest.mark.parametrize("stage", [2, 3])
+@zero_launches
 def test_deepspeed_pretraining_saves_resumes_exports(corpus, tmp_path, stage):
     """ZeRO-2/3 with the repository's configs, 2 processes: trains, checkpoints, resumes exactly;
     the tied embeddings stay one parameter; the exports hold the full weights and load with
@@ -514,15 +523,12 @@ def test_deepspeed_pretraining_saves_resumes_exports(corpus, tmp_path, stage):
     assert len(load_file(last / "model.safetensors")) > 0
 
 
-GLUE_DIR = Path(os.environ.get("ELECTRA_HF_GLUE_DIR", REPO.parent / "shared" / "data" / "glue"))
 needs_glue = pytest.mark.skipif(not (GLUE_DIR / "RTE" / "train.tsv").is_file(), reason=f"GLUE files not at {GLUE_DIR}")
 
 
 @pytest.fixture(scope="module")
 def tiny_discriminator(tmp_path_factory):
-    from tests.test_scripts_glue import _build_tiny
-
-    return _build_tiny(tmp_path_factory.mktemp("tiny_glue"))
+    return build_glue_discriminator(tmp_path_factory.mktemp("tiny_glue"), sst2_sentences=399, vocab_size=300)
 
 
 def glue_args(model: Path, out: Path, *extra: str) -> list[str]:
@@ -533,11 +539,8 @@ def glue_args(model: Path, out: Path, *extra: str) -> list[str]:
             *extra]
 
 
-@pytest.mark.multiprocess
-@pytest.mark.slow
-@needs_deepspeed
+@zero_launches
 @needs_glue
-@pytest.mark.parametrize("stage", [2, 3])
 def test_glue_deepspeed_trains_two_seeds_and_saves_full_models(tiny_discriminator, tmp_path, stage):
     """train_glue.py as shipped under ZeRO-2/3 with 2 CPU processes: two seeds (two prepare() calls
     on one Accelerator), dev metrics, complete saved models."""
@@ -562,11 +565,8 @@ def test_glue_deepspeed_trains_two_seeds_and_saves_full_models(tiny_discriminato
         assert trained.shape == (32, 32) and not torch.equal(trained, base.electra.encoder.layer[0].attention.self.query.weight)
 
 
-@pytest.mark.multiprocess
-@pytest.mark.slow
-@needs_deepspeed
+@zero_launches
 @needs_glue
-@pytest.mark.parametrize("stage", [2, 3])
 def test_glue_deepspeed_killed_and_resumed_equals_uninterrupted(tiny_discriminator, tmp_path, stage):
     """ZeRO-2/3, 2 CPU processes, 2 epochs (6 optimizer steps), checkpoints every 2 steps, the best
     dev accuracy kept (gathered under ZeRO-3): a launch killed right after its first checkpoint,
@@ -591,7 +591,7 @@ def test_glue_deepspeed_killed_and_resumed_equals_uninterrupted(tiny_discriminat
     assert not (resumed / "results.json").exists()
     # The best weights so far, gathered into the checkpoint (all of them, also under ZeRO-3).
     step_2 = torch.load(resumed / "RTE" / "seed_1" / "checkpoints" / "step_00000002" / "best_model_state.pt")
-    launch(REPO / "train_glue.py", glue_args(tiny_discriminator, resumed, *extra, "--resume_from_checkpoint", "latest", "true"), tmp_path,
+    launch(REPO / "train_glue.py", glue_args(tiny_discriminator, resumed, *extra, "--resume_from_checkpoint", "latest"), tmp_path,
            config=config, timeout=400)
 
     want = json.loads((reference / "RTE" / "seed_1" / "run_result.json").read_text())

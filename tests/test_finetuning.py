@@ -21,44 +21,10 @@ from electra_hf.samplers import LengthGroupedSampler
 from electra_hf.seeds import median_metrics, run_with_seeds
 from electra_hf.training import build_accelerator
 
-GLUE_DIR = Path(os.environ.get("ELECTRA_HF_GLUE_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"))
+from .conftest import GLUE_DIR
+
 pytestmark = pytest.mark.skipif(not (GLUE_DIR / "SST-2" / "train.tsv").is_file(), reason=f"GLUE files not at {GLUE_DIR}")
 REPO = Path(__file__).resolve().parents[1]
-
-
-def build_tiny_discriminator(directory: Path) -> Path:
-    """Train a ~400-token WordPiece vocabulary on a few hundred GLUE sentences and save an
-    untrained tiny ElectraForPreTraining (hidden 32, 2 layers) with it, like an export."""
-    from tokenizers import BertWordPieceTokenizer
-    from transformers import BertTokenizer, ElectraConfig, ElectraForPreTraining
-
-    lines = (GLUE_DIR / "SST-2" / "train.tsv").read_text(encoding="utf-8").splitlines()[1:600]
-    texts = [line.split("\t")[0] for line in lines]
-    texts += [line.split("\t")[-1] for line in (GLUE_DIR / "MRPC" / "train.tsv").read_text(encoding="utf-8-sig").splitlines()[1:200]]
-    wordpiece = BertWordPieceTokenizer(lowercase=True)
-    wordpiece.train_from_iterator(texts, vocab_size=400, min_frequency=1,
-                                  special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
-    directory.mkdir(parents=True, exist_ok=True)
-    wordpiece.save_model(str(directory))
-    tokenizer = BertTokenizer(vocab=str(directory / "vocab.txt"), do_lower_case=True)
-    torch.manual_seed(0)
-    config = ElectraConfig(vocab_size=len(tokenizer), embedding_size=32, hidden_size=32, num_hidden_layers=2,
-                           num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
-    ElectraForPreTraining(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return build_tiny_discriminator(tmp_path_factory.mktemp("tiny_electra"))
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny_dir):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(tiny_dir)
 
 
 def _sst2(tokenizer, split: str, n: int, max_length: int = 64, padding: bool | str = False):

@@ -19,7 +19,7 @@ from electra_hf.finetuning import FinetuningTask, finetune, make_collator
 from electra_hf.run_records import read_run_result
 from electra_hf.samplers import EpochShuffleSampler
 from electra_hf.seeds import run_with_seeds
-from tests.test_finetuning import GLUE_DIR, _accuracy, _args, _official_model, _sst2, tiny_dir, tokenizer  # noqa: F401
+from tests.test_finetuning import GLUE_DIR, _accuracy, _args, _official_model, _sst2
 
 needs_glue = pytest.mark.skipif(not (GLUE_DIR / "SST-2" / "train.tsv").is_file(), reason=f"GLUE files not at {GLUE_DIR}")
 
@@ -91,12 +91,20 @@ def test_resumed_run_equals_the_uninterrupted_one(tiny_dir, tokenizer, tmp_path,
     assert (tmp_path / "resumed" / "out" / run_records.RUN_RESULT_FILE).is_file()
 
 
+def _crashed_run(model_dir, glue_tokenizer, out_dir, after_batches: int):
+    """A 6-step run on 32 SST-2 sentences (batch 4, a checkpoint every 2 steps) that crashes once
+    `after_batches` batches are built; returns its training set and arguments."""
+    train = _sst2(glue_tokenizer, "train", 32)
+    args = _args(out_dir, checkpointing_steps=2, max_train_steps=6, per_device_train_batch_size=4)
+    collator = crashing_collator(make_collator(glue_tokenizer, args), after_batches)
+    with pytest.raises(Crash):
+        finetune(_model(model_dir), FinetuningTask(train, collator), args, seed=1)
+    return train, args
+
+
 @needs_glue
 def test_a_crash_mid_checkpoint_is_ignored_on_resume(tiny_dir, tokenizer, tmp_path):
-    train = _sst2(tokenizer, "train", 32)
-    args = _args(tmp_path, checkpointing_steps=2, max_train_steps=6, per_device_train_batch_size=4)
-    with pytest.raises(Crash):
-        finetune(_model(tiny_dir), FinetuningTask(train, crashing_collator(make_collator(tokenizer, args), 5)), args, seed=1)
+    train, args = _crashed_run(tiny_dir, tokenizer, tmp_path, after_batches=5)
     root = tmp_path / "out" / "checkpoints"
     # What a crash while writing step 6 leaves behind: a staging folder without the marker.
     (root / "step_00000006.tmp").mkdir()
@@ -109,10 +117,7 @@ def test_a_crash_mid_checkpoint_is_ignored_on_resume(tiny_dir, tokenizer, tmp_pa
 
 @needs_glue
 def test_resume_refuses_a_checkpoint_of_another_run(tiny_dir, tokenizer, tmp_path):
-    train = _sst2(tokenizer, "train", 32)
-    args = _args(tmp_path, checkpointing_steps=2, max_train_steps=6, per_device_train_batch_size=4)
-    with pytest.raises(Crash):
-        finetune(_model(tiny_dir), FinetuningTask(train, crashing_collator(make_collator(tokenizer, args), 3)), args, seed=1)
+    train, _ = _crashed_run(tiny_dir, tokenizer, tmp_path, after_batches=3)
     other = _args(tmp_path, checkpointing_steps=2, max_train_steps=6, per_device_train_batch_size=8, resume_from_checkpoint="latest")
     with pytest.raises(ValueError, match=r"made by another run \(per_device_train_batch_size 4 there, 8 now\)"):
         finetune(_model(tiny_dir), FinetuningTask(train, make_collator(tokenizer, other)), other, seed=1)

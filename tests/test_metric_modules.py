@@ -104,7 +104,7 @@ def test_squad_module_equals_the_official_evaluation():
 
 def test_modules_load_and_compute_with_no_network(tmp_path):
     """A fresh process with HF_HUB_OFFLINE=1, an empty modules cache and every socket connection refused."""
-    script = textwrap.dedent(f"""
+    script = textwrap.dedent("""
         import json, socket
 
         def refuse(*args, **kwargs):
@@ -113,13 +113,13 @@ def test_modules_load_and_compute_with_no_network(tmp_path):
         socket.socket.connect = refuse
         socket.create_connection = refuse
         from electra_hf.metrics import ENTITY_F1_METRIC, GLUE_METRIC, SQUAD_METRIC, load_metric
-        out = {{
+        out = {
             "glue": load_metric(GLUE_METRIC, "rte").compute(predictions=[0, 1], references=[0, 0]),
             "entity": load_metric(ENTITY_F1_METRIC).compute(predictions=[["B-PER"]], references=[["B-PER"]])["f1"],
             "squad": load_metric(SQUAD_METRIC).compute(
-                predictions=[{{"id": "q", "prediction_text": "x"}}],
-                references=[{{"id": "q", "answers": {{"text": ["x"], "answer_start": [0]}}}}])["f1"],
-        }}
+                predictions=[{"id": "q", "prediction_text": "x"}],
+                references=[{"id": "q", "answers": {"text": ["x"], "answer_start": [0]}}])["f1"],
+        }
         print(json.dumps(out))
     """)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"),

@@ -91,3 +91,19 @@ def test_drop_probability_is_exact_to_2_to_the_minus_17(p):
     torch.manual_seed(0)
     keep = dropout_keep_mask(torch.Size((2_000_000,)), p)
     assert abs((1 - keep.float().mean().item()) - p) < 5 * (p * (1 - p) / 2e6) ** 0.5 + 2**-17
+
+
+@pytest.mark.parametrize("requested, device, single, scope, mode, expected", [
+    (None, "cuda", True, None, None, {"scope": "model", "mode": "reduce-overhead"}),  # the one-GPU fast path
+    (None, "cuda", False, None, None, None),  # distributed engines stay eager unless asked
+    (None, "cpu", True, None, None, None),
+    (True, "cpu", True, None, None, {"scope": "layers"}),
+    (True, "cuda", False, None, None, {"scope": "model"}),
+    (None, "cpu", True, "model", None, {"scope": "model"}),  # a scope or mode given asks to compile
+    (None, "cuda", True, "layers", "max-autotune", {"scope": "layers", "mode": "max-autotune"}),
+    (False, "cuda", True, None, None, None),
+])
+def test_training_compilation_chooses_per_device(requested, device, single, scope, mode, expected):
+    from electra_hf.performance import training_compilation
+
+    assert training_compilation(requested, torch.device(device), single, scope=scope, mode=mode) == expected

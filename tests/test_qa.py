@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 from pathlib import Path
@@ -25,6 +24,8 @@ from electra_hf.tasks.qa import (
     squad_v1_metrics,
     squad_v2_metrics,
 )
+
+from .conftest import write_text_file
 
 DATA = Path(os.environ.get("ELECTRA_HF_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 SQUAD_DEV = DATA / "qa" / "squad-v1.1" / "dev-v1.1.json.gz"
@@ -152,13 +153,7 @@ def squad_obj(version="1.1", impossible=False):
 
 
 def write_json(path: Path, obj_or_text) -> Path:
-    text = obj_or_text if isinstance(obj_or_text, str) else json.dumps(obj_or_text, indent=1)
-    if path.suffix == ".gz":
-        with gzip.open(path, "wt", encoding="utf-8") as fh:
-            fh.write(text)
-    else:
-        path.write_text(text, encoding="utf-8")
-    return path
+    return write_text_file(path, obj_or_text if isinstance(obj_or_text, str) else json.dumps(obj_or_text, indent=1))
 
 
 @pytest.mark.parametrize("name", ["s.json", "s.json.gz"])

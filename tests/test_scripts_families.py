@@ -16,7 +16,7 @@ from electra_hf.modeling import ElectraForRTDPretraining
 
 from .test_continued import continued_args, wordpiece_pair
 from .test_scripts_glue import GLUE_DIR, train_glue
-from .test_scripts_pretrain import corpus, read_metrics, train_rows  # noqa: F401  (corpus: a fixture)
+from .test_scripts_pretrain import read_metrics, train_rows
 from .test_scripts_squad import SQUAD_DEV, train_squad
 from .test_scripts_tagging import CONLL2003, train_tagging
 

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,47 +10,18 @@ import pytest
 
 from electra_hf.metrics import GLUE_METRIC
 
+from .conftest import GLUE_DIR, build_glue_discriminator, load_script
+
 REPO = Path(__file__).resolve().parents[1]
-GLUE_DIR = Path(os.environ.get("ELECTRA_HF_GLUE_DIR", REPO.parent / "shared" / "data" / "glue"))
 pytestmark = pytest.mark.skipif(not (GLUE_DIR / "SST-2" / "train.tsv").is_file(), reason=f"GLUE files not at {GLUE_DIR}")
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("train_glue", REPO / "train_glue.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["train_glue"] = module  # dataclasses and HfArgumentParser resolve annotations through it
-    spec.loader.exec_module(module)
-    return module
-
-
-train_glue = _load_script()
-
-
-def _build_tiny(directory: Path, vocab_size: int | None = None) -> Path:
-    """Tiny discriminator export: WordPiece vocabulary (~300 tokens) trained on GLUE sentences,
-    hidden 32, 2 layers; ``vocab_size`` overrides the model's (to test the mismatch check)."""
-    import torch
-    from tokenizers import BertWordPieceTokenizer
-    from transformers import BertTokenizer, ElectraConfig, ElectraForPreTraining
-
-    texts = [l.split("\t")[0] for l in (GLUE_DIR / "SST-2" / "train.tsv").read_text().splitlines()[1:400]]
-    texts += [l.split("\t")[-1] for l in (GLUE_DIR / "MRPC" / "train.tsv").read_text(encoding="utf-8-sig").splitlines()[1:200]]
-    wordpiece = BertWordPieceTokenizer(lowercase=True)
-    wordpiece.train_from_iterator(texts, vocab_size=300, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
-    directory.mkdir(parents=True, exist_ok=True)
-    wordpiece.save_model(str(directory))
-    tokenizer = BertTokenizer(vocab=str(directory / "vocab.txt"))
-    torch.manual_seed(0)
-    config = ElectraConfig(vocab_size=vocab_size or len(tokenizer), embedding_size=32, hidden_size=32,
-                           num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
-    ElectraForPreTraining(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
+train_glue = load_script("train_glue")
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    return _build_tiny(tmp_path_factory.mktemp("tiny_glue"))
+    return build_glue_discriminator(tmp_path_factory.mktemp("tiny_glue"), sst2_sentences=399, vocab_size=300)
 
 
 def _common(tiny, out, *extra):
@@ -122,7 +90,8 @@ def test_official_lr_comes_from_model_size(tiny, tmp_path):
 def test_bad_inputs(tiny, tmp_path):
     common = ["--data_dir", str(GLUE_DIR), "--output_dir", str(tmp_path), "--max_train_steps", "1", "--learning_rate", "1e-3",
               "--layer_decay", "0.8"]
-    mismatched = _build_tiny(tmp_path / "mismatch", vocab_size=1000)
+    mismatched = build_glue_discriminator(tmp_path / "mismatch", sst2_sentences=399, vocab_size=300,
+                                          model_vocab_size=1000)
     with pytest.raises(ValueError, match=r"Tokenizer vocabulary \(\d+ tokens.*vocab_size \(1000"):
         train_glue.main(["--model_name_or_path", str(mismatched), "--task_name", "rte", *common])
     with pytest.raises(ValueError, match="AX.*MNLI"):

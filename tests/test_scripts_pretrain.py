@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import shutil
@@ -18,20 +17,6 @@ from electra_hf.checkpoints import STATE_FILE, list_checkpoints
 from electra_hf.modeling import ElectraForRTDPretraining
 
 REPO = Path(__file__).resolve().parents[1]
-
-GUTENBERG = Path(os.environ.get("ELECTRA_HF_SHARED", REPO.parent / "shared")) / "data" / "corpus" / "gutenberg" / "gutenberg_05.txt.gz"
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    """~4,000 lines of real English prose (one book chunk), documents split at blank lines."""
-    if not GUTENBERG.is_file():
-        pytest.skip(f"shared corpus not found at {GUTENBERG}")
-    path = tmp_path_factory.mktemp("corpus") / "slice.txt"
-    with gzip.open(GUTENBERG, "rt", encoding="utf-8") as source:
-        lines = [next(source) for _ in range(4000)]
-    path.write_text("".join(lines), encoding="utf-8")
-    return path
 
 
 def tiny_args(corpus: Path, output_dir: Path, cache_dir: Path, *extra: str) -> list[str]:
@@ -164,6 +149,9 @@ def test_bad_inputs_are_clear_errors(corpus, tmp_path, monkeypatch):
             train_pretrain.main(bf16_args)
     with pytest.raises(ValueError, match="--torch_compile_scope must be"):
         train_pretrain.main(tiny_args(corpus, tmp_path / "h", cache, "--torch_compile", "--torch_compile_scope", "everything"))
+    with pytest.raises(ValueError, match="drop them or --torch_compile false"):
+        train_pretrain.main(tiny_args(corpus, tmp_path / "h", cache, "--torch_compile", "false", "--torch_compile_mode",
+                                      "reduce-overhead"))
     with pytest.raises(ValueError, match="hub_model_id"):
         train_pretrain.main(tiny_args(corpus, tmp_path / "g", cache, "--max_train_steps", "2", "--push_to_hub"))
 
@@ -213,13 +201,14 @@ def test_config_file_in_place_of_flags(corpus, tmp_path):
 
 
 def test_whole_model_compile_trains_and_exports_plain_weights(corpus, tmp_path):
-    """--torch_compile_scope model: the losses are eager's up to rounding (with torch 2.11 and the old
-    in-place loss the generator's did not move); only the training step is compiled (evaluation runs
-    the plain model, so one graph, not a recompile for eval mode); exports hold plain weights."""
+    """--torch_compile_scope model: the losses are eager's up to rounding (the generator's too, so it
+    trains); only the training step is compiled (evaluation runs the plain model, so one graph, not a
+    recompile for eval mode), on batches padded to the full length; exports hold plain weights. A CPU
+    run without the flags is eager."""
     from transformers import ElectraForPreTraining
 
     losses = {}
-    for name, extra in (("eager", ()), ("compiled", ("--torch_compile", "--torch_compile_scope", "model"))):
+    for name, extra in (("eager", ()), ("compiled", ("--torch_compile_scope", "model"))):
         torch._dynamo.utils.counters.clear()
         out = tmp_path / name
         train_pretrain.main(tiny_args(corpus, out, tmp_path / "cache", "--max_train_steps", "4", "--logging_steps", "2",
@@ -227,6 +216,8 @@ def test_whole_model_compile_trains_and_exports_plain_weights(corpus, tmp_path):
         losses[name] = [row["train/generator_loss"] for row in train_rows(read_metrics(out)).values()]
     assert losses["compiled"] == pytest.approx(losses["eager"], rel=1e-3)  # the generator trains (its loss moves alike)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1  # the training step's; evaluation was eager
+    compilation = {name: json.loads((tmp_path / name / "run_config.json").read_text())["compilation"] for name in losses}
+    assert compilation == {"eager": None, "compiled": {"scope": "model"}}
     from safetensors import safe_open
 
     export = tmp_path / "compiled" / "export" / "discriminator"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .conftest import build_tiny_discriminator
+from .conftest import build_tiny_discriminator, load_script
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("ELECTRA_HF_DATA", REPO.parent / "shared" / "data"))
@@ -24,15 +23,7 @@ MAX_POSITIONS = 192
 WINDOWS = ["--max_seq_length", "160", "--doc_stride", "48", "--max_query_length", "32"]
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("train_squad", REPO / "train_squad.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["train_squad"] = module  # dataclasses and HfArgumentParser resolve annotations through it
-    spec.loader.exec_module(module)
-    return module
-
-
-train_squad = _load_script()
+train_squad = load_script("train_squad")
 
 
 def _squad_json() -> dict:

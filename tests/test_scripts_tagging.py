@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,7 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from .conftest import build_tiny_discriminator
+from .conftest import build_tiny_discriminator, load_script
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("ELECTRA_HF_DATA", REPO.parent / "shared" / "data"))
@@ -22,15 +21,7 @@ CONLL2000 = DATA / "chunking" / "conll2000"
 pytestmark = pytest.mark.skipif(not (CONLL2003 / "eng.train").is_file(), reason=f"CoNLL-2003 files not at {CONLL2003}")
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("train_tagging", REPO / "train_tagging.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["train_tagging"] = module  # dataclasses and HfArgumentParser resolve annotations through it
-    spec.loader.exec_module(module)
-    return module
-
-
-train_tagging = _load_script()
+train_tagging = load_script("train_tagging")
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import os
 from pathlib import Path
 
@@ -29,6 +28,8 @@ from electra_hf.tasks.tagging import (
     tokenize_and_align_labels,
     word_predictions,
 )
+
+from .conftest import write_text_file
 
 DATA = Path(os.environ.get("ELECTRA_HF_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 needs_data = pytest.mark.skipif(not (DATA / "ner").is_dir(), reason=f"shared data not found at {DATA}")
@@ -132,21 +133,12 @@ def test_conll2000_official_counts(split, sentences, tokens, n_labels):
 # --------------------------------------------------------------------------------------------------
 
 
-def write(path: Path, text: str) -> Path:
-    if path.suffix == ".gz":
-        with gzip.open(path, "wt", encoding="utf-8") as fh:
-            fh.write(text)
-    else:
-        path.write_text(text, encoding="utf-8")
-    return path
-
-
 GOOD = "-DOCSTART- -X- O O\n\nEU NNP I-NP I-ORG\nrejects VBZ I-VP O\n\n\nPeter NNP I-NP I-PER\nBlackburn NNP I-NP I-PER\n\n"
 
 
 @pytest.mark.parametrize("name", ["a.txt", "a.txt.gz"])
 def test_reader_plain_and_gz(tmp_path, name):
-    ds = read_conll(write(tmp_path / name, GOOD), tag_scheme="iob1")
+    ds = read_conll(write_text_file(tmp_path / name, GOOD), tag_scheme="iob1")
     assert ds["tokens"] == [["EU", "rejects"], ["Peter", "Blackburn"]]
     assert ds["tags"] == [["B-ORG", "O"], ["B-PER", "I-PER"]]
     assert ds["id"] == ["0", "1"]
@@ -154,7 +146,7 @@ def test_reader_plain_and_gz(tmp_path, name):
 
 def test_reader_tag_column_tabs_crlf_and_no_final_blank(tmp_path):
     text = "a\tDT\tB-NP\r\ncat\tNN\tI-NP\r\n\r\n-DOCSTART-\tX\tO\r\nsat\tVBD\tB-VP"
-    ds = read_conll(write(tmp_path / "c.txt", text), tag_column=1)
+    ds = read_conll(write_text_file(tmp_path / "c.txt", text), tag_column=1)
     assert ds["tokens"] == [["a", "cat"], ["sat"]]
     assert ds["tags"] == [["DT", "NN"], ["VBD"]]
     assert read_conll(tmp_path / "c.txt", tag_column=None).column_names == ["id", "tokens"]
@@ -162,29 +154,29 @@ def test_reader_tag_column_tabs_crlf_and_no_final_blank(tmp_path):
 
 def test_reader_wrong_column_count_names_file_and_line(tmp_path):
     bad = GOOD.replace("rejects VBZ I-VP O", "rejects VBZ O")
-    path = write(tmp_path / "bad.txt", bad)
+    path = write_text_file(tmp_path / "bad.txt", bad)
     with pytest.raises(ValueError, match=r"bad\.txt, line 4: 3 column") as e:
         read_conll(path)
     assert "have 4" in str(e.value)
 
 
 def test_reader_missing_tag_column(tmp_path):
-    path = write(tmp_path / "words.txt", "EU\nrejects\n\nPeter\n")
+    path = write_text_file(tmp_path / "words.txt", "EU\nrejects\n\nPeter\n")
     with pytest.raises(ValueError, match=r"words\.txt, line 1: only one column"):
         read_conll(path)
     with pytest.raises(ValueError, match=r"two\.txt, line 1: no tag column 5"):
-        read_conll(write(tmp_path / "two.txt", "EU B\n"), tag_column=5)
+        read_conll(write_text_file(tmp_path / "two.txt", "EU B\n"), tag_column=5)
     assert read_conll(path, tag_column=None)["tokens"] == [["EU", "rejects"], ["Peter"]]
 
 
 def test_reader_empty_file(tmp_path):
     with pytest.raises(ValueError, match="no sentences"):
-        read_conll(write(tmp_path / "e.txt", "-DOCSTART- -X- O O\n\n\n"))
+        read_conll(write_text_file(tmp_path / "e.txt", "-DOCSTART- -X- O O\n\n\n"))
 
 
 def test_reader_bad_scheme(tmp_path):
     with pytest.raises(ValueError, match="tag_scheme"):
-        read_conll(write(tmp_path / "a.txt", GOOD), tag_scheme="bioes")
+        read_conll(write_text_file(tmp_path / "a.txt", GOOD), tag_scheme="bioes")
 
 
 def test_hub_path_classlabel_names_and_scheme():

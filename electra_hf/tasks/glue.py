@@ -192,55 +192,54 @@ def _with_files(layout: TsvLayout, *files: str) -> TsvLayout:
                      index_column=layout.index_column, columns=layout.columns)
 
 
+def _dev_test_task(name: str, hub_config: str, label_list: tuple[str, ...] | None,
+                   layouts: tuple[tuple[str, TsvLayout], ...], metrics: tuple[str, ...],
+                   hub_text_columns: tuple[str, ...], average_metric: str | None = None, **rest) -> GlueTask:
+    """A task with the usual splits: train, one dev split (evaluated; its ``average_metric``, by
+    default the first metric, enters the GLUE average) and one test split submitted as ``<name>.tsv``."""
+    return GlueTask(name=name, hub_config=hub_config, label_list=label_list, layouts=layouts, eval_splits=("dev",),
+                    submissions=(("test", f"{name}.tsv"),), metrics=metrics,
+                    average_metric=("dev", average_metric or metrics[0]), hub_text_columns=hub_text_columns,
+                    hub_splits=_STD_SPLITS, **rest)
+
+
 _COLA_COLUMNS = ("source", "label", "label_mark", "sentence")  # CoLA train/dev: no header line
 
 GLUE_TASKS: dict[str, GlueTask] = {
     t.name: t
     for t in [
-        GlueTask(
+        _dev_test_task(
             name="CoLA", hub_config="cola", label_list=_BINARY,
             layouts=(
                 ("train", TsvLayout(("CoLA/train.tsv",), ("sentence",), "label", None, _COLA_COLUMNS)),
                 ("dev", TsvLayout(("CoLA/dev.tsv",), ("sentence",), "label", None, _COLA_COLUMNS)),
                 ("test", TsvLayout(("CoLA/test.tsv",), ("sentence",), None, "index")),
             ),
-            eval_splits=("dev",), submissions=(("test", "CoLA.tsv"),),
-            metrics=("matthews_correlation", "accuracy"), average_metric=("dev", "matthews_correlation"),
-            hub_text_columns=("sentence",), hub_splits=_STD_SPLITS,
+            metrics=("matthews_correlation", "accuracy"), hub_text_columns=("sentence",),
         ),
-        GlueTask(
+        _dev_test_task(
             name="SST-2", hub_config="sst2", label_list=_BINARY,
             layouts=(
                 ("train", TsvLayout(("SST-2/train.tsv",), ("sentence",), "label", None)),
                 ("dev", TsvLayout(("SST-2/dev.tsv",), ("sentence",), "label", None)),
                 ("test", TsvLayout(("SST-2/test.tsv",), ("sentence",), None, "index")),
             ),
-            eval_splits=("dev",), submissions=(("test", "SST-2.tsv"),),
-            metrics=("accuracy",), average_metric=("dev", "accuracy"),
-            hub_text_columns=("sentence",), hub_splits=_STD_SPLITS,
+            metrics=("accuracy",), hub_text_columns=("sentence",),
         ),
-        GlueTask(
+        _dev_test_task(
             name="MRPC", hub_config="mrpc", label_list=_BINARY,
             layouts=_pair("MRPC", "#1 String", "#2 String", "Quality", index=None),
-            eval_splits=("dev",), submissions=(("test", "MRPC.tsv"),),
-            metrics=("accuracy", "f1"), average_metric=("dev", "accuracy"),
-            hub_text_columns=("sentence1", "sentence2"), hub_splits=_STD_SPLITS,
-            train_on_swapped_pairs=True,
+            metrics=("accuracy", "f1"), hub_text_columns=("sentence1", "sentence2"), train_on_swapped_pairs=True,
         ),
-        GlueTask(
-            name="STS-B", hub_config="stsb", label_list=None,
-            layouts=_pair("STS-B", "sentence1", "sentence2", "score"),
-            eval_splits=("dev",), submissions=(("test", "STS-B.tsv"),),
-            metrics=("pearson", "spearmanr"), average_metric=("dev", "spearmanr"),
-            hub_text_columns=("sentence1", "sentence2"), hub_splits=_STD_SPLITS,
+        _dev_test_task(
+            name="STS-B", hub_config="stsb", label_list=None, layouts=_pair("STS-B", "sentence1", "sentence2", "score"),
+            metrics=("pearson", "spearmanr"), average_metric="spearmanr", hub_text_columns=("sentence1", "sentence2"),
             num_train_epochs=10.0, train_on_swapped_pairs=True, label_scale=5.0,
         ),
-        GlueTask(
+        _dev_test_task(
             name="QQP", hub_config="qqp", label_list=_BINARY,
             layouts=_pair("QQP", "question1", "question2", "is_duplicate", index="id", test_index="id"),
-            eval_splits=("dev",), submissions=(("test", "QQP.tsv"),),
-            metrics=("accuracy", "f1"), average_metric=("dev", "accuracy"),
-            hub_text_columns=("question1", "question2"), hub_splits=_STD_SPLITS,
+            metrics=("accuracy", "f1"), hub_text_columns=("question1", "question2"),
         ),
         GlueTask(
             name="MNLI", hub_config="mnli", label_list=_NLI3,
@@ -254,27 +253,17 @@ GLUE_TASKS: dict[str, GlueTask] = {
                         ("dev_mismatched", "validation_mismatched"), ("test_matched", "test_matched"),
                         ("test_mismatched", "test_mismatched")),
         ),
-        GlueTask(
-            name="QNLI", hub_config="qnli", label_list=_NLI2,
-            layouts=_pair("QNLI", "question", "sentence", "label"),
-            eval_splits=("dev",), submissions=(("test", "QNLI.tsv"),),
-            metrics=("accuracy",), average_metric=("dev", "accuracy"),
-            hub_text_columns=("question", "sentence"), hub_splits=_STD_SPLITS,
+        _dev_test_task(
+            name="QNLI", hub_config="qnli", label_list=_NLI2, layouts=_pair("QNLI", "question", "sentence", "label"),
+            metrics=("accuracy",), hub_text_columns=("question", "sentence"),
         ),
-        GlueTask(
-            name="RTE", hub_config="rte", label_list=_NLI2,
-            layouts=_pair("RTE", "sentence1", "sentence2", "label"),
-            eval_splits=("dev",), submissions=(("test", "RTE.tsv"),),
-            metrics=("accuracy",), average_metric=("dev", "accuracy"),
-            hub_text_columns=("sentence1", "sentence2"), hub_splits=_STD_SPLITS,
-            num_train_epochs=10.0,
+        _dev_test_task(
+            name="RTE", hub_config="rte", label_list=_NLI2, layouts=_pair("RTE", "sentence1", "sentence2", "label"),
+            metrics=("accuracy",), hub_text_columns=("sentence1", "sentence2"), num_train_epochs=10.0,
         ),
-        GlueTask(
-            name="WNLI", hub_config="wnli", label_list=_BINARY,
-            layouts=_pair("WNLI", "sentence1", "sentence2", "label"),
-            eval_splits=("dev",), submissions=(("test", "WNLI.tsv"),),
-            metrics=("accuracy",), average_metric=("dev", "accuracy"), in_glue_average=False,
-            hub_text_columns=("sentence1", "sentence2"), hub_splits=_STD_SPLITS,
+        _dev_test_task(
+            name="WNLI", hub_config="wnli", label_list=_BINARY, layouts=_pair("WNLI", "sentence1", "sentence2", "label"),
+            metrics=("accuracy",), hub_text_columns=("sentence1", "sentence2"), in_glue_average=False,
         ),
         GlueTask(
             name="AX", hub_config="ax", label_list=_NLI3,
