@@ -49,3 +49,11 @@ def pretraining_flops_per_sequence(pretraining_config, seq_len: int, num_masked:
     parts = {name: TRAINING_MULTIPLIER * value for name, value in parts.items()}
     parts["total"] = sum(parts.values())
     return parts
+
+
+def pretraining_flops_per_step(pretraining_config, batch_size: int, seq_len: int) -> float:
+    """Training FLOPs of one optimizer step of `batch_size` sequences of `seq_len` tokens, with the
+    config's `max_predictions_per_seq` predicted positions per sequence (what the generator or the
+    masked LM's head computes)."""
+    per_sequence = pretraining_flops_per_sequence(pretraining_config, seq_len, pretraining_config.max_predictions_per_seq)
+    return batch_size * per_sequence["total"]

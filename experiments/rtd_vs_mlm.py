@@ -33,7 +33,7 @@ from pathlib import Path
 import train_glue
 import train_pretrain
 from electra_hf.configuration import ElectraPretrainingConfig
-from electra_hf.flops import pretraining_flops_per_sequence
+from electra_hf.flops import pretraining_flops_per_step
 from electra_hf.plotting import read_metrics
 from electra_hf.tasks.glue import resolve_task_names
 from electra_hf.checkpoints import list_checkpoints
@@ -58,19 +58,7 @@ def parse_args(argv=None):
     parser.add_argument("--budget_minutes", type=float, default=60.0, help="Pre-training wall-clock per objective.")
     parser.add_argument("--preset", default="mini", help="Encoder size (both objectives use the discriminator size).")
     parser.add_argument("--vocab_size", type=int, default=30522)
-    parser.add_argument("--max_seq_length", type=int, default=128)
-    parser.add_argument("--batch_size", type=int, default=64)
-    parser.add_argument("--learning_rate", type=float, default=5e-4)
-    parser.add_argument("--warmup_fraction", type=float, default=0.1)
-    parser.add_argument("--adam_bias_correction", default="true", choices=["true", "false"],
-                        help="Pre-training Adam with bias correction (true). The official optimizer has none, which with "
-                             "its 10k warm-up steps is harmless; with a budget of a few hundred steps the first updates "
-                             "are ~3x the learning rate, enough to collapse both encoders "
-                             "(experiments/results/rtd_vs_mlm_10min_collapsed.md).")
-    parser.add_argument("--mlm_mask_token_prob", type=float, default=0.8, help="BERT baseline: 80/10/10.")
-    parser.add_argument("--mlm_random_token_prob", type=float, default=0.1)
-    parser.add_argument("--train_shards", default="00,01,02,03,04")
-    parser.add_argument("--eval_shard", default="05")
+    add_pretraining_arguments(parser, batch_size=64, warmup_fraction=0.1)
     parser.add_argument("--tasks", default="cola,sst2,mrpc,stsb,rte")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--finetune_learning_rate", type=float, default=3e-4)
@@ -91,7 +79,29 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def pretrain_argv(args, objective: str, output_dir: Path, max_steps: int, extra=()) -> list[str]:
+def add_pretraining_arguments(parser, batch_size: int, warmup_fraction: float) -> None:
+    """The flags of both objectives' pre-training that pretrain_argv reads (this experiment's and
+    experiments.gpu_rtd_vs_mlm's)."""
+    parser.add_argument("--max_seq_length", type=int, default=128)
+    parser.add_argument("--batch_size", type=int, default=batch_size)
+    parser.add_argument("--learning_rate", type=float, default=5e-4)
+    parser.add_argument("--warmup_fraction", type=float, default=warmup_fraction,
+                        help="Warm-up as a share of the run, which then decays linearly to zero (ELECTRA's schedule).")
+    parser.add_argument("--adam_bias_correction", default="true", choices=["true", "false"],
+                        help="Pre-training Adam with bias correction (true). The official optimizer has none, which with "
+                             "its 10k warm-up steps is harmless; with a budget of a few hundred steps the first updates "
+                             "are ~3x the learning rate, enough to collapse both encoders "
+                             "(experiments/results/rtd_vs_mlm_10min_collapsed.md).")
+    parser.add_argument("--mlm_mask_token_prob", type=float, default=0.8, help="The masked LM: 80/10/10.")
+    parser.add_argument("--mlm_random_token_prob", type=float, default=0.1)
+    parser.add_argument("--train_shards", default="00,01,02,03,04")
+    parser.add_argument("--eval_shard", default="05")
+
+
+def pretrain_argv(args, objective: str, output_dir: Path, max_steps: int, extra=(), loader_workers: int = 1,
+                  preprocessing_workers: int = 2, evaluations: int = 8) -> list[str]:
+    """train_pretrain.py's arguments for one objective of the comparison: held-out metrics
+    `evaluations` times over the run, a checkpoint at every quarter; `extra` flags come last."""
     corpus = Path(args.shared_dir) / "corpus" / "gutenberg"
     train_files = [str(corpus / f"gutenberg_{shard}.txt.gz") for shard in args.train_shards.split(",")]
     argv = [
@@ -100,10 +110,11 @@ def pretrain_argv(args, objective: str, output_dir: Path, max_steps: int, extra=
         "--max_seq_length", str(args.max_seq_length), "--per_device_train_batch_size", str(args.batch_size),
         "--per_device_eval_batch_size", str(args.batch_size), "--learning_rate", str(args.learning_rate),
         "--max_train_steps", str(max_steps), "--num_warmup_steps", str(max(1, int(args.warmup_fraction * max_steps))),
-        "--logging_steps", str(max(1, max_steps // 50)), "--eval_steps", str(max(1, max_steps // 8)),
+        "--logging_steps", str(max(1, max_steps // 50)), "--eval_steps", str(max(1, max_steps // evaluations)),
         "--max_eval_batches", "20", "--checkpointing_steps", str(max(1, max_steps // 4)),
         "--checkpoints_total_limit", "0", "--output_dir", str(output_dir), "--cache_dir", str(Path(args.work_dir) / "data_cache"),
-        "--dataloader_num_workers", "1", "--preprocessing_num_workers", "2", "--seed", "0",
+        "--dataloader_num_workers", str(loader_workers), "--preprocessing_num_workers", str(preprocessing_workers),
+        "--seed", "0",
         # Gutenberg puts a blank line between paragraphs (and between books): taken as document
         # boundaries, they make most examples short and single-segment; pack across them instead.
         "--blanks_separate_docs", "false", "--adam_bias_correction", args.adam_bias_correction, *extra,
@@ -186,9 +197,7 @@ def pretrain(args, work: Path, objective: str, tokens_per_second: float) -> dict
     results = json.loads(done.read_text())
     config = ElectraPretrainingConfig.from_pretrained(list_checkpoints(out / "checkpoints")[-1][1])
     steps = results["completed_steps"]
-    sequences_per_step = args.batch_size
-    flops_per_step = sequences_per_step * pretraining_flops_per_sequence(
-        config, args.max_seq_length, config.max_predictions_per_seq)["total"]
+    flops_per_step = pretraining_flops_per_step(config, args.batch_size, args.max_seq_length)
     return {"output_dir": out, "max_steps": steps, "flops_per_step": flops_per_step, "config": config,
             "wall_seconds": float((out / "wall_seconds.txt").read_text()) if (out / "wall_seconds.txt").is_file() else None,
             "eval": results["eval"]}
