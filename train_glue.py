@@ -43,6 +43,7 @@ from electra_hf.arguments import FinetuningArguments, FinetuningModelArguments
 from electra_hf.finetuning import FinetuningTask, make_collator
 from electra_hf.metrics import GLUE_METRIC, MetricSuite
 from electra_hf.scripts_common import (
+    classifier_dropout_override,
     first_n,
     hub_repo_id,
     hub_upload,
@@ -181,8 +182,7 @@ def _build_model_init(task, model_args: ModelArguments, model_path: str, base_co
         label2id={name: i for i, name in enumerate(labels)},
         problem_type="regression" if task.is_regression else "single_label_classification",
     )
-    if model_args.classifier_dropout is not None:
-        overrides["classifier_dropout"] = model_args.classifier_dropout
+    overrides.update(classifier_dropout_override(base_config, model_args.classifier_dropout))
     load_kwargs = model_load_kwargs(model_args)
 
     if model_args.head == "official" and "electra" in base_config.model_type:  # ELECTRA and configs derived from it

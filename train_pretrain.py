@@ -131,9 +131,11 @@ def main(argv: list[str] | None = None) -> dict:
         tokenizer = electra_data.load_or_train_tokenizer(data_args, raw_datasets)
         examples = electra_data.build_pretraining_datasets(data_args, tokenizer, raw_datasets)
     config = build_config(model_args, data_args, vocab_size=len(tokenizer))
+    if resume_from is not None:
+        pretraining.check_resume_config(resume_from, config)
     given = {"model_args": asdict(model_args), "data_args": asdict(data_args), "train_args": asdict(train_args)}
     run = pretraining.build_run(config, tokenizer, examples["train"], examples.get("validation"), model_args,
-                                train_args, accelerator, run_info={**given, "demo": is_demo})
+                                train_args, accelerator, run_info={**given, "demo": is_demo}, resume_from=resume_from)
     pretraining.start_run(run)
     result = pretraining.pretrain(run, resume_from)
     data = ", ".join(map(str, data_args.train_files)) or f"{data_args.dataset_name} ({data_args.dataset_config_name})"

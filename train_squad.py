@@ -20,8 +20,8 @@ is answered "no answer" when the null score beats the best span by more than
 stride 128, question ≤ 64 tokens, n-best 20, answers ≤ 30 tokens, 2 epochs, the size's learning
 rate and layer-wise decay, 10% warm-up.
 
-The head is transformers' ``ElectraForQuestionAnswering`` (one linear layer giving start and end
-logits) so that the fine-tuned model loads with plain ``AutoModelForQuestionAnswering``.
+The head is the family's own ``…ForQuestionAnswering`` of transformers (for ELECTRA one linear layer
+giving start and end logits) so that the fine-tuned model loads with plain ``AutoModelForQuestionAnswering``.
 transformers 5 has no ``pipeline("question-answering")`` (it is listed in
 ``transformers.pipelines.REMOVED_TASKS``); the model is the standard kind that pipeline served,
 and the span search it did is a dozen lines (see tests/test_scripts_squad.py).
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     model_args, data_args, ft_args = parse_args(argv)
     if model_args.classifier_dropout is not None:
-        raise ValueError("--classifier_dropout: ElectraForQuestionAnswering has no dropout before its output layer")
+        raise ValueError("--classifier_dropout: the question-answering heads have no dropout before their output layer")
     setup = start_finetuning(model_args, data_args, ft_args, need_fast_tokenizer="mapping answers to context offsets")
     with setup.accelerator.main_process_first():
         train_raw, eval_raw = load_raw_splits(data_args, model_args.cache_dir)
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     eval_ds = {"dev": eval_features.remove_columns(list(QA_NON_MODEL_COLUMNS))}
     suite = MetricSuite(SQUAD_METRIC, "v2" if data_args.version_2_with_negative else "v1", ft_args.metric_name or ())
     recorder = EvalRecorder(answer_scorer(eval_raw, eval_features, data_args, suite), list(eval_ds))
-    # ElectraForQuestionAnswering: start and end logits
+    # the family's question-answering head: start and end logits
     model_init = pretrained_model_init(AutoModelForQuestionAnswering, setup, model_args, num_labels=2)
     logger.info("%d training questions → %d windows; %d evaluation questions → %d windows; seeds %s",
                 len(train_raw), len(train_ds), len(eval_raw), len(eval_features), list(ft_args.seeds))

@@ -347,7 +347,7 @@ def classifier(args, task):
 
     from electra_hf.configuration import ElectraPretrainingConfig
     from electra_hf.heads import ElectraOfficialHeadConfig, ElectraOfficialHeadForSequenceClassification
-    from electra_hf.scripts_common import plain_electra_config
+    from electra_hf.scripts_common import plain_encoder_config
 
     config = ElectraPretrainingConfig.from_preset(args.preset, vocab_size=args.vocab_size,
                                                   max_seq_length=args.max_seq_length)
@@ -356,7 +356,7 @@ def classifier(args, task):
                   label2id={n: i for i, n in enumerate(task.label_list)}, problem_type="single_label_classification")
     if args.head == "official":
         return ElectraOfficialHeadConfig.from_electra_config(base, **labels), ElectraOfficialHeadForSequenceClassification
-    return plain_electra_config(base, **labels), ElectraForSequenceClassification
+    return plain_encoder_config(base, **labels), ElectraForSequenceClassification
 
 
 def interleaved_schedule(names: list[str], steps: int, round_index: int, interleave: str) -> list[tuple[str, int]]:

@@ -254,7 +254,8 @@ class FinetuningModelArguments:
     classifier_dropout: float | None = field(
         default=None,
         metadata={"help": "Dropout before the output layer (classification and tagging heads; the QA head has "
-                          "none). None: the model's hidden_dropout_prob (0.1)."})
+                          "none). None: the config's own choice (ELECTRA and BERT: hidden_dropout_prob, 0.1). Families whose "
+                          "config has no classifier_dropout field (DeBERTa) refuse it."})
     attn_implementation: str | None = field(default=None, metadata={"help": "eager | sdpa (default: transformers')."})
     cache_dir: str | None = field(default=None, metadata={"help": "Cache for Hub downloads."})
     allow_vocab_size_mismatch: bool = field(

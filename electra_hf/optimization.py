@@ -144,14 +144,17 @@ def parameter_groups(
     return [g for g in groups if g["params"]]
 
 
-_LAYER_RE = re.compile(r"(?:^|\.)encoder\.layer\.(\d+)\.")
-# `embeddings_project` (hidden ≠ embedding size) sits with the embeddings, as in the official code.
-_EMBEDDINGS_RE = re.compile(r"(?:^|\.)embeddings(?:_project)?\.")
+# `encoder.layer.{i}` (ELECTRA, BERT, RoBERTa, DeBERTa), `layers.{i}` (ModernBERT).
+_LAYER_RE = re.compile(r"(?:^|\.)(?:encoder\.layer|layers)\.(\d+)\.")
+# `embeddings_project` (hidden ≠ embedding size) sits with the embeddings, as in the official code;
+# DeBERTa's relative-position table and its LayerNorm, which every layer reads, too.
+_EMBEDDINGS_RE = re.compile(r"(?:^|\.)(?:embeddings(?:_project)?|encoder\.rel_embeddings|encoder\.LayerNorm)\.")
 
 
 def layer_depth(name: str, num_layers: int) -> int:
-    """Depth of a parameter for layer-wise LR decay: embeddings (and ``embeddings_project``) 0,
-    ``encoder.layer.{i}`` → i + 1, everything else (head, pooler, classifier) ``num_layers + 1``."""
+    """Depth of a parameter for layer-wise LR decay: embeddings (and ``embeddings_project``,
+    DeBERTa's relative-position table) 0, ``encoder.layer.{i}`` or ``layers.{i}`` → i + 1,
+    everything else (head, pooler, classifier, a final norm) ``num_layers + 1``."""
     match = _LAYER_RE.search(name)
     if match:
         return int(match.group(1)) + 1
@@ -189,8 +192,9 @@ def layerwise_lr_parameter_groups(
     (top layer decay², embeddings decay^(n+2)), as the official code does (it puts its
     task-specific head at depth n + 2); the head keeps ``learning_rate``.
 
-    Works for any model whose encoder parameters are named like transformers' Electra/BERT
-    (``electra.embeddings.…``, ``electra.encoder.layer.{i}.…``).
+    Works for models whose encoder parameters are named like transformers' ELECTRA, BERT,
+    DeBERTa (``….embeddings.…``, ``….encoder.layer.{i}.…``) or ModernBERT (``….layers.{i}.…``);
+    a model with layers under other names is refused.
 
     Returns one group per (depth, decay/no-decay), each with keys ``params``, ``lr``,
     ``weight_decay``, ``depth``, ``lr_scale`` (= lr / learning_rate) and ``name``, sorted by depth.
@@ -199,6 +203,10 @@ def layerwise_lr_parameter_groups(
         raise ValueError(f"layer_decay must be in (0, 1], got {layer_decay}")
     num_layers = _num_hidden_layers(model)
     head_depth = num_layers + 1
+    names = [name for name, _ in model.named_parameters()]
+    if num_layers > 0 and not any(_LAYER_RE.search(name) for name in names):
+        raise ValueError(f"layer-wise LR decay finds none of the {num_layers} layers of {type(model).__name__} (it "
+                         "knows parameters named '…encoder.layer.<i>.…' and '…layers.<i>.…'); pass --layer_decay 1")
     groups: dict[tuple[int, bool], dict[str, Any]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:

@@ -139,7 +139,9 @@ def compile_for_training(model: nn.Module, scope: str = "layers", **compile_kwar
     sampling and the losses stay in eager mode, where they are already efficient.
     scope="model": `torch.compile(model)` as a whole (a much longer compile; with
     `mode="reduce-overhead"` the step replays as CUDA graphs).
-    Pre-training batches are packed to one length, so shapes are static (`dynamic=False`).
+    Shapes are static (`dynamic=False`): `pretraining.build_run` pads every training batch of a
+    compiled run to the full sequence length (evaluation batches, mostly full-length packed
+    examples too, may add a graph for another length).
     `compile_kwargs` go to `torch.compile`.
     """
     compile_kwargs.setdefault("dynamic", False)

@@ -30,7 +30,7 @@ from transformers import AutoModel
 
 from .checkpoints import NonFiniteGuard, load_checkpoint, read_training_state, resolve_resume_path, save_checkpoint
 from .collator import DataCollatorForElectra
-from .configuration import ElectraPretrainingConfig
+from .configuration import PRETRAINING_FIELDS, ElectraPretrainingConfig
 from .continued import CONTINUED_LEARNING_RATE, CheckpointSource, load_initial_weights
 from .export import export_pretrained
 from .hub import push_exports_to_hub
@@ -100,13 +100,14 @@ class PretrainingRun:
 # Building a run
 # --------------------------------------------------------------------------------------------
 def build_run(config, tokenizer, train_dataset, eval_dataset, model_args, train_args, accelerator,
-              run_info: dict[str, Any] | None = None) -> PretrainingRun:
-    """The model, optimizer, schedule and loaders of a run, prepared by `accelerator`."""
+              run_info: dict[str, Any] | None = None, resume_from: Path | None = None) -> PretrainingRun:
+    """The model, optimizer, schedule and loaders of a run, prepared by `accelerator`. A run that
+    resumes (`resume_from`) skips a continued run's source weights: the checkpoint holds its own."""
     on_cpu = accelerator.device.type == "cpu"
     attn_implementation = training_attn_implementation(model_args.attn_implementation, on_cpu=on_cpu)
     model = AutoModel.from_config(config, attn_implementation=attn_implementation)
     source = CheckpointSource.from_arguments(model_args)
-    if source is not None:  # continued pre-training: the checkpoints' weights (a resume then loads its own)
+    if source is not None and resume_from is None:  # continued pre-training: the checkpoints' weights
         load_initial_weights(model, source, model_args.shared_embeddings_from)
     if model_args.gradient_checkpointing:
         enable_activation_checkpointing(model)
@@ -114,8 +115,8 @@ def build_run(config, tokenizer, train_dataset, eval_dataset, model_args, train_
     plain_process = accelerator.distributed_type == DistributedType.NO
     compilation = training_compilation(model_args.torch_compile, accelerator.device, plain_process,
                                        scope=model_args.torch_compile_scope, mode=model_args.torch_compile_mode)
-    # A whole-model graph is specialised to one shape: every batch is padded to the full length.
-    static_length = config.max_seq_length if compilation and compilation["scope"] == "model" else None
+    # Compiled graphs are specialised to one shape: every training batch is padded to the full length.
+    static_length = config.max_seq_length if compilation else None
     train_loader, train_collator = _train_loader(train_dataset, tokenizer, config, train_args, accelerator, static_length)
     eval_loader, eval_collator = _eval_loader(eval_dataset, tokenizer, config, train_args, accelerator)
     learning_rate = train_args.learning_rate or (
@@ -134,8 +135,7 @@ def build_run(config, tokenizer, train_dataset, eval_dataset, model_args, train_
     # The model was initialised alike on every process (same seed); from here on each process draws
     # its own dropout and generator samples, or every process would apply the same noise pattern.
     set_seed(train_args.seed, device_specific=True)
-    step_model = compile_for_training(model, **compilation) if compilation else model
-    logger.info("training step: %s", f"compiled {compilation}" if compilation else "eager")
+    step_model = _step_model(model, compilation, accelerator)
     run = PretrainingRun(accelerator, config, tokenizer, train_args, model, step_model, optimizer, scheduler,
                          train_loader, train_collator, eval_loader, eval_collator, max_steps)
     run.run_config = {**(run_info or {}), "model_config": config.to_dict(), "learning_rate": learning_rate,
@@ -144,6 +144,18 @@ def build_run(config, tokenizer, train_dataset, eval_dataset, model_args, train_
                       "distributed_type": accelerator.distributed_type.value,
                       "global_batch_size": run.global_batch_size}
     return run
+
+
+def _step_model(model, compilation: dict | None, accelerator) -> torch.nn.Module:
+    """What the training step calls: `model`, its layers compiled in place (under any wrapper), or
+    the whole prepared model compiled."""
+    logger.info("training step: %s", f"compiled {compilation}" if compilation else "eager")
+    if not compilation:
+        return model
+    if compilation["scope"] == "layers":
+        compile_for_training(accelerator.unwrap_model(model), **compilation)
+        return model
+    return compile_for_training(model, **compilation)
 
 
 def _train_loader(dataset, tokenizer, config, args, accelerator,
@@ -360,6 +372,29 @@ def resume_checkpoint(args, accelerator, allow_existing_run: bool) -> Path | Non
         raise FileExistsError(f"{args.output_dir} already holds checkpoints; pass --resume_from_checkpoint latest to "
                               "continue, or --overwrite_output_dir to start a new run there")
     return path
+
+
+def check_resume_config(checkpoint_path: Path, config: ElectraPretrainingConfig) -> None:
+    """A resumed run trains the model its checkpoint was written with: the RTD fields (masking,
+    losses, sampling, sharing) and the networks' sizes must be the checkpoint's. A field the saved
+    config lacks (written by an older electra_hf) takes this run's value, with a warning."""
+    saved = json.loads((checkpoint_path / "config.json").read_text())
+    now = config.to_dict()
+    names = [name for name in PRETRAINING_FIELDS if name != "compute_metrics"]
+    differ = [f"{name}: checkpoint {saved[name]!r}, this run {now[name]!r}"
+              for name in names if name in saved and saved[name] != now[name]]
+    for network in ("discriminator_config", "generator_config"):
+        for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size"):
+            before, after = (saved.get(network) or {}).get(name), (now.get(network) or {}).get(name)
+            if before is not None and before != after:
+                differ.append(f"{network}.{name}: checkpoint {before!r}, this run {after!r}")
+    if differ:
+        raise ValueError(f"{checkpoint_path} was written by another model than this run's: " + "; ".join(differ)
+                         + ". Resume with the flags of the run that wrote it.")
+    for name in names:
+        if name not in saved:
+            logger.warning("%s predates the config field %s: the resumed run uses %s=%r", checkpoint_path, name,
+                           name, now[name])
 
 
 def check_resume_batch(saved: dict, args, num_processes: int, checkpoint_path: Path) -> None:

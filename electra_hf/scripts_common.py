@@ -31,10 +31,10 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "FinetuningSetup",
     "start_finetuning",
+    "classifier_dropout_override",
     "resolve_discriminator_path",
     "check_vocab",
     "load_discriminator_and_tokenizer",
-    "plain_electra_config",
     "plain_encoder_config",
     "model_load_kwargs",
     "pretrained_model_init",
@@ -165,9 +165,15 @@ def plain_encoder_config(base_config, **overrides):
     return type(base_config)(**{**values, **overrides})
 
 
-def plain_electra_config(base_config, **overrides):
-    """``plain_encoder_config`` of an ELECTRA discriminator (the name the benchmarks use)."""
-    return plain_encoder_config(base_config, **overrides)
+def classifier_dropout_override(base_config, dropout: float | None) -> dict[str, float]:
+    """``--classifier_dropout`` as a config override; a family whose config has no such field (its
+    heads read others, e.g. DeBERTa's ``pooler_dropout``) is refused rather than silently ignored."""
+    if dropout is None:
+        return {}
+    if not hasattr(base_config, "classifier_dropout"):
+        raise ValueError(f"--classifier_dropout: {base_config.model_type} configs have no classifier_dropout field "
+                         "(their heads read other fields); drop the flag")
+    return {"classifier_dropout": dropout}
 
 
 def model_load_kwargs(model_args: FinetuningModelArguments) -> dict[str, Any]:
@@ -184,8 +190,7 @@ def pretrained_model_init(auto_class, setup: FinetuningSetup, model_args: Finetu
     """A callable returning a fresh ``auto_class`` model (e.g. ``AutoModelForTokenClassification``)
     on top of the pre-trained discriminator: its :func:`plain_encoder_config` with
     ``config_overrides`` and ``--classifier_dropout`` on top, loaded with :func:`model_load_kwargs`."""
-    if model_args.classifier_dropout is not None:
-        config_overrides["classifier_dropout"] = model_args.classifier_dropout
+    config_overrides = {**config_overrides, **classifier_dropout_override(setup.base_config, model_args.classifier_dropout)}
     config = plain_encoder_config(setup.base_config, **config_overrides)
     load_kwargs = model_load_kwargs(model_args)
     return lambda: auto_class.from_pretrained(setup.model_path, config=config, **load_kwargs)

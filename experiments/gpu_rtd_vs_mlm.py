@@ -351,7 +351,7 @@ def write_run_record(args, objective: str, plan: dict) -> None:
         "device": machine_description(), "finished": datetime.datetime.now().isoformat(timespec="seconds"),
         "tokenizer_fingerprint": tokenizer_fingerprint(plain_backend(tokenizer)),
         "pretrain_args": args.pretrain_args, "model_config": run_config["model_config"],
-        "step_compilation": {key: value for key, value in run_config["model_args"].items() if "compile" in key},
+        "step_compilation": run_config.get("compilation"),  # what build_run chose (None: eager)
         "mixed_precision": args.mixed_precision, "preset": args.preset, "batch_size": args.batch_size,
         "max_seq_length": args.max_seq_length, "learning_rate": args.learning_rate,
         "warmup_fraction": args.warmup_fraction, "adam_bias_correction": args.adam_bias_correction,

@@ -189,3 +189,14 @@ def test_backbone_for_names_the_family():
     assert backbone_for(tiny_family_config("electra").discriminator_config).family == "electra"
     assert backbone_for(tiny_family_config("deberta-v2").discriminator_config).family == "deberta-v2"
     assert backbone_for(tiny_family_config("bert").discriminator_config).family == "masked-lm"
+
+
+def test_classifier_dropout_reaches_a_field_the_family_reads():
+    from transformers import BertConfig, DebertaV2Config, ElectraConfig
+
+    from electra_hf.scripts_common import classifier_dropout_override
+
+    assert classifier_dropout_override(ElectraConfig(), None) == {}
+    assert classifier_dropout_override(BertConfig(), 0.2) == {"classifier_dropout": 0.2}
+    with pytest.raises(ValueError, match="deberta-v2 configs have no classifier_dropout field"):
+        classifier_dropout_override(DebertaV2Config(), 0.2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 
 import pytest
 import torch
@@ -224,6 +225,38 @@ def test_layer_depth_of_names():
     assert layer_depth("electra.encoder.layer.11.output.dense.weight", 12) == 12
     assert layer_depth("classifier.weight", 12) == 13
     assert layer_depth("bert.pooler.dense.weight", 12) == 13
+    assert layer_depth("deberta.encoder.rel_embeddings.weight", 12) == 0
+    assert layer_depth("deberta.encoder.LayerNorm.weight", 12) == 0
+    assert layer_depth("deberta.encoder.layer.3.attention.self.query_proj.weight", 12) == 4
+
+
+@pytest.mark.parametrize("family", ["deberta-v2", "modernbert"])
+def test_layer_decay_follows_the_layers_of_other_families(family, tiny_tokenizer):
+    """Every layer of another family gets its own rate, below the head's and above the embeddings'."""
+    from transformers import AutoModelForSequenceClassification
+
+    from .conftest import tiny_family_config
+
+    config = tiny_family_config(family, vocab_size=len(tiny_tokenizer)).discriminator_config
+    config.num_labels = 2
+    model = AutoModelForSequenceClassification.from_config(config)
+    groups = layerwise_lr_parameter_groups(model, 1.0, 0.8, 0.0)
+    scale_of = {name: group["lr_scale"] for group in groups for name in group["param_names"]}
+    layers = config.num_hidden_layers
+    for name, scale in scale_of.items():
+        match = re.search(r"(?:encoder\.layer|layers)\.(\d+)\.", name)
+        if match:
+            assert scale == pytest.approx(0.8 ** (layers - int(match.group(1)))), name
+        elif "embeddings" in name:
+            assert scale == pytest.approx(0.8 ** (layers + 1)), name
+    assert sum(1 for name in scale_of if re.search(r"(?:encoder\.layer|layers)\.\d+\.", name)) > 0
+
+
+def test_layer_decay_refuses_a_model_whose_layers_it_cannot_find():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    model.config = type("Config", (), {"num_hidden_layers": 2})()
+    with pytest.raises(ValueError, match="finds none of the 2 layers"):
+        layerwise_lr_parameter_groups(model, 1.0, 0.8, 0.0)
 
 
 def test_layerwise_groups_drive_optimizer_and_schedule():

@@ -289,3 +289,28 @@ def test_help_prints_every_flag(script):
                           cwd=REPO, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "--output_dir" in proc.stdout and "Traceback" not in proc.stderr
+
+
+def test_resume_refuses_a_checkpoint_of_another_model(tmp_path, caplog):
+    """The resumed run's RTD fields and sizes must be the checkpoint's; a field the checkpoint's
+    config lacks takes this run's value with a warning."""
+    import logging
+
+    from electra_hf.configuration import ElectraPretrainingConfig
+    from electra_hf.pretraining import check_resume_config
+
+    config = ElectraPretrainingConfig.from_preset("tiny", vocab_size=100)
+    config.save_pretrained(tmp_path)
+    check_resume_config(tmp_path, config)
+    with pytest.raises(ValueError, match="mask_with_replacement: checkpoint True, this run False"):
+        check_resume_config(tmp_path, ElectraPretrainingConfig.from_preset("tiny", vocab_size=100,
+                                                                           mask_with_replacement=False))
+    deeper = ElectraPretrainingConfig.from_preset("tiny", vocab_size=100, num_hidden_layers=3)
+    with pytest.raises(ValueError, match="discriminator_config.num_hidden_layers: checkpoint"):
+        check_resume_config(tmp_path, deeper)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    del saved["mask_with_replacement"]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    with caplog.at_level(logging.WARNING, logger="electra_hf.pretraining"):
+        check_resume_config(tmp_path, config)
+    assert "predates the config field mask_with_replacement" in caplog.text
