@@ -463,6 +463,21 @@ def test_ddp_resume_with_the_library_masks_and_dropout(corpus, tmp_path):
     assert_rows_close(reference, again, [10], EVAL_KEYS + ["eval/discriminator_auc"], rel=1e-6)
 
 
+
+@pytest.mark.multiprocess
+@pytest.mark.slow
+def test_ddp_with_compiled_layers_trains(corpus, tmp_path):
+    """--torch_compile_scope layers under DDP: the layers of the model inside the DDP wrapper are
+    compiled in place, and the run trains."""
+    out = tmp_path / "compiled"
+    launch(write_harness(tmp_path), tiny_args(corpus, out, tmp_path / "cache", "--max_train_steps", "3",
+                                              "--per_device_train_batch_size", "8", "--torch_compile_scope", "layers"),
+           tmp_path)
+    run_config = json.loads((out / "run_config.json").read_text())
+    assert run_config["compilation"] == {"scope": "layers"} and run_config["distributed_type"] == "MULTI_CPU"
+    assert sorted(metrics_by_step(out))[-1] == 3
+
+
 # ------------------------------------------------------------------------------------------
 # DeepSpeed
 # ------------------------------------------------------------------------------------------
