@@ -106,7 +106,7 @@ def training_attn_implementation(requested: str | None, on_cpu: bool) -> str:
 
 
 def training_compilation(requested: bool | None, device: torch.device, single_process: bool = True,
-                         scope: str | None = None, mode: str | None = None) -> dict | None:
+                         scope: str | None = None, mode: str | None = None, accumulating: bool = False) -> dict | None:
     """How a training run compiles its step: `compile_for_training`'s keyword arguments, or None
     (eager).
 
@@ -115,13 +115,14 @@ def training_compilation(requested: bool | None, device: torch.device, single_pr
     (`mode="reduce-overhead"`). The eager step of a model ELECTRA's size is bound by the host
     launching some 2,700 kernels a step, and a graph replays them in one call. Elsewhere the
     default stays eager: on a CPU compiling gives no measured gain, and with distributed engines
-    (DDP, FSDP, DeepSpeed) CUDA graphs are unverified, so such a run asks for them explicitly.
+    (DDP, FSDP, DeepSpeed) or gradient accumulation (`accumulating`: gradients summed over several
+    replays of one graph) CUDA graphs are unverified, so such a run asks for them explicitly.
     `requested` True (or a `scope`/`mode` given) compiles with `scope` (default: "model" on CUDA,
     "layers" elsewhere) and `mode`; False: eager.
     """
     on_cuda = torch.device(device).type == "cuda"
     if requested is None and scope is None and mode is None:
-        return {"scope": "model", "mode": "reduce-overhead"} if on_cuda and single_process else None
+        return {"scope": "model", "mode": "reduce-overhead"} if on_cuda and single_process and not accumulating else None
     if requested is False:
         return None
     settings = {"scope": scope or ("model" if on_cuda else "layers")}

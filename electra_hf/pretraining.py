@@ -114,7 +114,8 @@ def build_run(config, tokenizer, train_dataset, eval_dataset, model_args, train_
     # One process without an engine: a one-process FSDP or DeepSpeed run stays eager unless asked.
     plain_process = accelerator.distributed_type == DistributedType.NO
     compilation = training_compilation(model_args.torch_compile, accelerator.device, plain_process,
-                                       scope=model_args.torch_compile_scope, mode=model_args.torch_compile_mode)
+                                       scope=model_args.torch_compile_scope, mode=model_args.torch_compile_mode,
+                                       accumulating=train_args.gradient_accumulation_steps > 1)
     # Compiled graphs are specialised to one shape: every training batch is padded to the full length.
     static_length = config.max_seq_length if compilation else None
     train_loader, train_collator = _train_loader(train_dataset, tokenizer, config, train_args, accelerator, static_length)

@@ -93,6 +93,13 @@ def test_drop_probability_is_exact_to_2_to_the_minus_17(p):
     assert abs((1 - keep.float().mean().item()) - p) < 5 * (p * (1 - p) / 2e6) ** 0.5 + 2**-17
 
 
+def test_training_compilation_leaves_accumulating_runs_eager_unless_asked():
+    from electra_hf.performance import training_compilation
+
+    assert training_compilation(None, torch.device("cuda"), True, accumulating=True) is None
+    assert training_compilation(True, torch.device("cuda"), True, accumulating=True) == {"scope": "model"}
+
+
 @pytest.mark.parametrize("requested, device, single, scope, mode, expected", [
     (None, "cuda", True, None, None, {"scope": "model", "mode": "reduce-overhead"}),  # the one-GPU fast path
     (None, "cuda", False, None, None, None),  # distributed engines stay eager unless asked
