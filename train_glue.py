@@ -49,7 +49,7 @@ from electra_hf.scripts_common import (
     hub_upload,
     metrics_table,
     model_load_kwargs,
-    plain_encoder_config,
+    pretrained_model_init,
     start_finetuning,
     summary_rows,
     write_results_and_end_training,
@@ -168,9 +168,9 @@ def parse_args(argv: list[str] | None = None):
     return arguments.parse_args((ModelArguments, DataArguments, FinetuningArguments), argv)
 
 
-def _build_model_init(task, model_args: ModelArguments, model_path: str, base_config):
+def _build_model_init(task, model_args: ModelArguments, setup):
     """A callable returning a fresh classifier (for a GLUE task or a ClassificationTask) on top of
-    the pre-trained discriminator."""
+    the pre-trained discriminator: ELECTRA's official head, or the family's own."""
     from transformers import AutoModelForSequenceClassification
 
     from electra_hf.heads import ElectraOfficialHeadConfig, ElectraOfficialHeadForSequenceClassification
@@ -182,23 +182,18 @@ def _build_model_init(task, model_args: ModelArguments, model_path: str, base_co
         label2id={name: i for i, name in enumerate(labels)},
         problem_type="regression" if task.is_regression else "single_label_classification",
     )
-    overrides.update(classifier_dropout_override(base_config, model_args.classifier_dropout))
-    load_kwargs = model_load_kwargs(model_args)
-
-    if model_args.head == "official" and "electra" in base_config.model_type:  # ELECTRA and configs derived from it
-        config = ElectraOfficialHeadConfig.from_electra_config(base_config, **overrides)
-        model_class = ElectraOfficialHeadForSequenceClassification
-    else:
+    base_config = setup.base_config
+    if model_args.head != "official" or "electra" not in base_config.model_type:
         if model_args.head == "official":
             logger.info("--head official is ELECTRA's head: a %s encoder gets its family's own head from "
                         "AutoModelForSequenceClassification", base_config.model_type)
-        config = plain_encoder_config(base_config, **overrides)
-        model_class = AutoModelForSequenceClassification
-
-    def model_init():
-        return model_class.from_pretrained(model_path, config=config, **load_kwargs)
-
-    return model_init
+        return pretrained_model_init(AutoModelForSequenceClassification, setup, model_args, **overrides)
+    # ELECTRA and configs derived from it
+    overrides.update(classifier_dropout_override(base_config, model_args.classifier_dropout))
+    config = ElectraOfficialHeadConfig.from_electra_config(base_config, **overrides)
+    load_kwargs = model_load_kwargs(model_args)
+    return lambda: ElectraOfficialHeadForSequenceClassification.from_pretrained(setup.model_path, config=config,
+                                                                               **load_kwargs)
 
 
 def _tokenize(dataset, tokenizer, task, args: FinetuningArguments, num_proc: int | None, keep_label: bool):
@@ -325,7 +320,7 @@ def finetune_task(task, raw_splits: tuple, setup, model_args: ModelArguments, da
                 " (with swapped pairs)" if swapped else "", task_args.num_train_epochs, list(task_args.seeds))
     finetuning_task = FinetuningTask(train_ds, make_collator(tokenizer, task_args), eval_datasets=eval_ds,
                                      compute_metrics=compute_metrics, predict_datasets=predict_ds, tokenizer=tokenizer)
-    outcome = run_with_seeds(_build_model_init(task, model_args, setup.model_path, setup.base_config),
+    outcome = run_with_seeds(_build_model_init(task, model_args, setup),
                              finetuning_task, task_args, accelerator=setup.accelerator, run_name=task.name)
     metric_keys = [task.metric_key(s, m) for s in task.eval_splits for m in (*task.metrics, *suite.extra_keys)]
     result: dict[str, Any] = {

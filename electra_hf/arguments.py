@@ -313,8 +313,9 @@ class _PretrainingModelBase:
         default=False, metadata={"help": "Recompute activations in backward (less memory, about a third slower)."})
     torch_compile: bool | None = field(default=None, metadata={
         "nargs": "?", "const": True,  # a bare --torch_compile means true, as for the bool flags
-        "help": "Compile the training step with torch.compile. None: on one CUDA GPU the whole step, replayed as "
-                "CUDA graphs; elsewhere eager (electra_hf.performance.training_compilation). true/false force it."})
+        "help": "Compile the training step with torch.compile. None: in one plain CUDA process without gradient "
+                "accumulation the whole step, replayed as CUDA graphs; elsewhere (a CPU, DDP/FSDP/DeepSpeed, "
+                "accumulation) eager (electra_hf.performance.training_compilation). true/false force it."})
     torch_compile_scope: str | None = field(default=None, metadata={
         "help": "'layers' (each transformer layer and embedding block) or 'model' (the whole training forward and "
                 "backward). None: 'model' on CUDA, 'layers' elsewhere. Giving it compiles unless --torch_compile false."})
